@@ -1,0 +1,1 @@
+"""stylebot: the Discord front end of nst_engine."""

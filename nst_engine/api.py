@@ -1,0 +1,144 @@
+"""The contract between the engine and its callers: plain data, typed errors, the Engine protocol.
+
+Nothing here imports torch, so the bot can depend on this module without loading the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+QUALITIES: tuple[str, ...] = ("draft", "standard", "high")
+MIN_SIZE = 32
+MAX_SIZE = 2048
+MIN_STRENGTH = 0.05
+MAX_STRENGTH = 20.0
+
+
+class StyleBotError(Exception):
+    """Base of the typed errors; the message is fit to show to a chat user."""
+
+
+class InputError(StyleBotError):
+    """The request or one of its images cannot be used (the sender can fix it)."""
+
+
+class Cancelled(StyleBotError):
+    """The job was cancelled before it finished."""
+
+    def __init__(self, message: str = "The job was cancelled.") -> None:
+        super().__init__(message)
+
+
+class EngineError(StyleBotError):
+    """The engine failed through no fault of the request (crash, out of memory, shutdown)."""
+
+
+class JobTimeout(EngineError):
+    """The job ran past its time limit."""
+
+
+@dataclass(frozen=True)
+class StyleSource:
+    """One style: a built-in name or encoded image bytes, with its blend weight."""
+
+    name: str | None = None
+    image: bytes | None = None
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if (self.name is None) == (self.image is None):
+            raise InputError("A style is either a built-in name or an image, not both or neither.")
+        if not self.weight > 0:
+            raise InputError("A style's weight must be a positive number.")
+
+    def describe(self) -> str:
+        """A short label for logs and chat: the name, or 'image'."""
+        return self.name if self.name is not None else "image"
+
+
+@dataclass(frozen=True)
+class StyleRequest:
+    """What to paint: the content photo (encoded bytes), its styles and the knobs."""
+
+    content: bytes
+    styles: tuple[StyleSource, ...]
+    size: int = 512
+    quality: str = "standard"
+    strength: float = 1.0
+    preserve_colors: bool = False
+    seed: int = 0
+    iterations: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.styles:
+            raise InputError("Give at least one style.")
+        if not MIN_SIZE <= self.size <= MAX_SIZE:
+            raise InputError(f"Size must be between {MIN_SIZE} and {MAX_SIZE} pixels.")
+        if self.quality not in QUALITIES:
+            raise InputError(f"Quality must be one of: {', '.join(QUALITIES)}.")
+        if not MIN_STRENGTH <= self.strength <= MAX_STRENGTH:
+            raise InputError(f"Strength must be between {MIN_STRENGTH} and {MAX_STRENGTH:g}.")
+        if self.iterations is not None and self.iterations < 1:
+            raise InputError("Iterations must be at least 1.")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One progress event of a running job. `step` counts steps over all scales."""
+
+    scale: int
+    scales: int
+    step: int
+    total_steps: int
+    elapsed: float
+    eta: float | None
+    losses: dict[str, float] = field(default_factory=dict)
+    preview: bytes | None = None
+
+    @property
+    def fraction(self) -> float:
+        return self.step / self.total_steps if self.total_steps else 0.0
+
+
+@dataclass(frozen=True)
+class Result:
+    """A finished job: the painted image as PNG bytes, and how it was made."""
+
+    image: bytes
+    width: int
+    height: int
+    seconds: float
+    iterations: int
+    device: str
+    losses: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    workers: int
+    busy: int
+    queued: int
+
+
+class Job(Protocol):
+    """A submitted job. Progress ends when the job ends; result() raises the typed errors."""
+
+    id: str
+
+    def progress(self) -> AsyncIterator[Progress]: ...
+
+    async def result(self) -> Result: ...
+
+    async def cancel(self) -> None: ...
+
+
+class Engine(Protocol):
+    """Runs style transfers somewhere other than the caller's event loop."""
+
+    async def submit(self, request: StyleRequest) -> Job: ...
+
+    async def close(self) -> None: ...
+
+    def stats(self) -> EngineStats: ...
