@@ -1,0 +1,253 @@
+"""The one place that decodes and encodes images, for the CLI, the workers and the bot alike.
+
+Users' images are hostile until decoded here: the byte cap is checked before anything else, the
+header is probed lazily and its format and pixel count are checked before any pixel is decoded,
+and only the JPEG, PNG, WebP and GIF decoders are ever invoked. Pillow's decompression-bomb
+warning is an error. Every mode comes out as RGB with alpha composited over white.
+
+torch is imported only inside `to_tensor` and `from_tensor`, so the bot can import this module
+without loading it.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import struct
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from PIL import Image, ImageOps
+
+from nst_engine.api import InputError
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+MAX_BYTES = 20 * 1024 * 1024
+MAX_PIXELS = 50_000_000
+MIN_SIDE = 16
+MAX_ASPECT = 20.0
+
+# Pillow format names, in the order Image.open tries them. No other decoder is ever consulted.
+ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF")
+ENCODE_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP")
+
+UNREADABLE = "That file isn't an image I can read (JPEG, PNG, WebP or GIF)."
+
+# What a decoder may raise on a malformed file. A hostile file is the sender's problem, so each of
+# these becomes an InputError rather than a crash of the process that happened to decode it.
+_DECODE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    IndexError,
+    KeyError,
+    TypeError,
+    ZeroDivisionError,
+    struct.error,
+    Image.DecompressionBombError,
+    Image.DecompressionBombWarning,
+)
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What the header of an encoded image says."""
+
+    format: str
+    width: int
+    height: int
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / (1024 * 1024):.1f} MB"
+
+
+def _check_bytes(data: bytes, max_bytes: int) -> None:
+    if not data:
+        raise InputError("That file is empty.")
+    if len(data) > max_bytes:
+        raise InputError(
+            f"That file is too large: {_megabytes(len(data))}; the limit is {_megabytes(max_bytes)}."
+        )
+
+
+def _check_shape(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise InputError(
+            f"That image is too large: {width}×{height} pixels; "
+            f"the limit is {max_pixels / 1_000_000:g} megapixels."
+        )
+    if min(width, height) < MIN_SIDE:
+        raise InputError(
+            f"That image is too small: {width}×{height} pixels; "
+            f"it needs at least {MIN_SIDE} pixels on each side."
+        )
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise InputError(
+            f"That image is too long and thin: {width}×{height} pixels; "
+            f"its long side may be at most {MAX_ASPECT:g} times its short side."
+        )
+
+
+def _open(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
+    """Open lazily (header only) and check format and shape; the caller holds the warning filter."""
+    _check_bytes(data, max_bytes)
+    too_large = InputError(
+        f"That image is too large; the limit is {max_pixels / 1_000_000:g} megapixels."
+    )
+    try:
+        # Pillow's bomb warning is recorded here, not raised, so that the size check below can
+        # name the dimensions; a recorded warning still refuses the image.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    except Image.DecompressionBombError:
+        raise too_large from None
+    except _DECODE_ERRORS as exc:
+        log.debug("refused an image at open: %r", exc)
+        raise InputError(UNREADABLE) from None
+    if img.format not in ALLOWED_FORMATS:
+        img.close()
+        raise InputError(UNREADABLE)
+    width, height = img.size
+    try:
+        _check_shape(width, height, max_pixels)
+        if any(issubclass(w.category, Image.DecompressionBombWarning) for w in caught):
+            raise too_large
+    except InputError:
+        img.close()
+        raise
+    return img
+
+
+def probe(data: bytes, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> ImageInfo:
+    """Read only the header: format (JPEG/PNG/WEBP/GIF) and size, with every cap checked."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        img = _open(data, max_bytes, max_pixels)
+        info = ImageInfo(format=str(img.format), width=img.size[0], height=img.size[1])
+        img.close()
+    return info
+
+
+def decode(data: bytes, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode safely to an RGB image: first GIF frame, EXIF orientation applied, alpha over white."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        img = _open(data, max_bytes, max_pixels)
+        try:
+            img.load()
+            oriented = ImageOps.exif_transpose(img)
+            rgb = _to_rgb(oriented)
+        except InputError:
+            raise
+        except _DECODE_ERRORS as exc:
+            log.debug("refused an image at decode: %r", exc)
+            raise InputError(
+                "That image is damaged or cut short, so I can't read it."
+            ) from None
+        finally:
+            img.close()
+    rgb.info.clear()
+    return rgb
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode to RGB; transparent pixels become white."""
+    mode = img.mode
+    if mode == "RGB":
+        return img.copy()
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # 16-bit greys: scale 0..65535 down to 0..255 instead of clipping everything to white.
+        wide = img if mode == "I" else img.convert("I")
+        return wide.point(lambda v: v * (1 / 256)).convert("L").convert("RGB")
+    if mode == "F":
+        raise InputError(UNREADABLE)
+    has_alpha = mode in ("RGBA", "RGBa", "LA", "La", "PA") or (
+        mode == "P" and "transparency" in img.info
+    ) or (mode in ("L", "RGB") and "transparency" in img.info)
+    if has_alpha:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def read_file(path: str | Path, *, max_bytes: int = MAX_BYTES) -> bytes:
+    """Read a file's bytes, turning a missing, unreadable or oversized file into InputError."""
+    p = Path(path)
+    try:
+        if p.is_dir():
+            raise InputError(f"{p} is a folder, not an image file.")
+        size = p.stat().st_size
+        if size > max_bytes:
+            raise InputError(
+                f"{p} is too large: {_megabytes(size)}; the limit is {_megabytes(max_bytes)}."
+            )
+        return p.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"No such file: {p}") from None
+    except PermissionError:
+        raise InputError(f"Not allowed to read {p}.") from None
+    except OSError as exc:
+        raise InputError(f"Can't read {p}: {exc.strerror or exc}.") from None
+
+
+def fit_long_side(img: Image.Image, long_side: int) -> Image.Image:
+    """Resize (LANCZOS) so that the longer side is `long_side` pixels, keeping the aspect ratio."""
+    if long_side < 1:
+        raise ValueError("long_side must be positive")
+    width, height = img.size
+    scale = long_side / max(width, height)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if size == img.size:
+        return img.copy()
+    return img.resize(size, Image.Resampling.LANCZOS)
+
+
+def to_tensor(img: Image.Image) -> torch.Tensor:
+    """An RGB image as a 1×3×H×W float32 tensor with values in 0..1."""
+    import torch
+
+    rgb = img if img.mode == "RGB" else _to_rgb(img)
+    width, height = rgb.size
+    raw = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
+    return raw.view(height, width, 3).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+
+
+def from_tensor(t: torch.Tensor) -> Image.Image:
+    """A 1×3×H×W (or 3×H×W) tensor with values in 0..1 as an RGB image; values are clamped."""
+    if t.dim() == 4:
+        if t.shape[0] != 1:
+            raise ValueError(f"expected a batch of one image, got {t.shape[0]}")
+        t = t[0]
+    if t.dim() != 3 or t.shape[0] != 3:
+        raise ValueError(f"expected a 3×H×W tensor, got shape {tuple(t.shape)}")
+    pixels = t.detach().float().clamp(0.0, 1.0).mul(255.0).round().to("cpu").byte()
+    height, width = pixels.shape[1], pixels.shape[2]
+    data = pixels.permute(1, 2, 0).contiguous().numpy().tobytes()
+    return Image.frombytes("RGB", (width, height), data)
+
+
+def encode(img: Image.Image, fmt: str = "PNG", *, quality: int = 95) -> bytes:
+    """Encode as PNG, JPEG or WEBP with no metadata (no EXIF, ICC profile or text chunks)."""
+    fmt = fmt.upper()
+    if fmt not in ENCODE_FORMATS:
+        raise ValueError(f"can't encode {fmt!r}; use one of {', '.join(ENCODE_FORMATS)}")
+    clean = _to_rgb(img) if img.mode != "RGB" else img.copy()
+    clean.info.clear()
+    out = io.BytesIO()
+    if fmt == "PNG":
+        clean.save(out, "PNG")
+    elif fmt == "JPEG":
+        clean.save(out, "JPEG", quality=quality, optimize=True)
+    else:
+        clean.save(out, "WEBP", quality=quality, method=4)
+    return out.getvalue()
