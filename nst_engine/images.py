@@ -73,9 +73,8 @@ def _check_bytes(data: bytes, max_bytes: int) -> None:
     if not data:
         raise InputError("That file is empty.")
     if len(data) > max_bytes:
-        raise InputError(
-            f"That file is too large: {_megabytes(len(data))}; the limit is {_megabytes(max_bytes)}."
-        )
+        size, limit = _megabytes(len(data)), _megabytes(max_bytes)
+        raise InputError(f"That file is too large: {size}; the limit is {limit}.")
 
 
 def _check_shape(width: int, height: int, max_pixels: int) -> None:
@@ -138,7 +137,7 @@ def probe(data: bytes, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXE
 
 
 def decode(data: bytes, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Decode safely to an RGB image: first GIF frame, EXIF orientation applied, alpha over white."""
+    """Decode safely to RGB: first GIF frame, EXIF orientation applied, alpha over white."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         img = _open(data, max_bytes, max_pixels)
@@ -150,9 +149,7 @@ def decode(data: bytes, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIX
             raise
         except _DECODE_ERRORS as exc:
             log.debug("refused an image at decode: %r", exc)
-            raise InputError(
-                "That image is damaged or cut short, so I can't read it."
-            ) from None
+            raise InputError("That image is damaged or cut short, so I can't read it.") from None
         finally:
             img.close()
     rgb.info.clear()
@@ -170,9 +167,11 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         return wide.point(lambda v: v * (1 / 256)).convert("L").convert("RGB")
     if mode == "F":
         raise InputError(UNREADABLE)
-    has_alpha = mode in ("RGBA", "RGBa", "LA", "La", "PA") or (
-        mode == "P" and "transparency" in img.info
-    ) or (mode in ("L", "RGB") and "transparency" in img.info)
+    has_alpha = (
+        mode in ("RGBA", "RGBa", "LA", "La", "PA")
+        or (mode == "P" and "transparency" in img.info)
+        or (mode in ("L", "RGB") and "transparency" in img.info)
+    )
     if has_alpha:
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
