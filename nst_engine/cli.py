@@ -1,0 +1,330 @@
+"""`nst`: the style-transfer engine from a terminal.
+
+    nst stylize photo.jpg --style starry-night -o out.png
+    nst stylize photo.jpg --style the-scream:2 --style mine.jpg:1 -o out.jpg --size 768
+    nst styles
+    nst gallery -o styles.png
+
+Bad input (a missing or undecodable file, an unknown style, a nonsensical option, an
+unwritable output) exits with status 2 and one line on stderr; an engine failure exits 1; Ctrl-C
+stops at the next step and exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import signal
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from PIL import Image
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress as ProgressBar
+from rich.table import Table
+
+from nst_engine import api, gallery, images, styles
+
+log = logging.getLogger(__name__)
+
+OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+EXIT_BAD_INPUT = 2
+EXIT_ENGINE = 1
+EXIT_INTERRUPTED = 130
+
+
+def parse_style(spec: str) -> api.StyleSource:
+    """`NAME_OR_PATH[:WEIGHT]` as a StyleSource; a file's bytes are read and probed here."""
+    target, weight = spec, 1.0
+    if not Path(spec).is_file():
+        head, sep, tail = spec.rpartition(":")
+        if sep and head:
+            try:
+                weight = float(tail)
+            except ValueError:
+                raise api.InputError(
+                    f"Style weight must be a number, not '{tail}' (in '{spec}')."
+                ) from None
+            target = head
+    if not math.isfinite(weight) or weight <= 0:
+        raise api.InputError(f"Style weight must be a positive number (in '{spec}').")
+    path = Path(target)
+    if path.is_file():
+        data = images.read_file(path)
+        _probe(data, path)
+        return api.StyleSource(image=data, weight=weight)
+    if path.suffix.lower() in (*OUTPUT_FORMATS, ".gif") or os.sep in target:
+        raise api.InputError(f"No such file: {target}")
+    return api.StyleSource(name=styles.get(target).name, weight=weight)
+
+
+def _probe(data: bytes, path: Path) -> None:
+    try:
+        images.probe(data)
+    except api.InputError as exc:
+        raise api.InputError(f"{path}: {exc}") from None
+
+
+def _output_format(path: Path) -> str:
+    fmt = OUTPUT_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise api.InputError(
+            f"The output file must end in {', '.join(OUTPUT_FORMATS)} (got '{path.name}')."
+        )
+    return fmt
+
+
+def _check_writable(path: Path) -> None:
+    """Create the output's folder and prove a file can be written there, before any work."""
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise api.InputError(f"Can't write {path}: {blocker} is a file, not a folder.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise api.InputError(f"Can't write {path}: it is a folder.")
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".nst-", suffix=".tmp"):
+            pass
+    except OSError as exc:
+        raise api.InputError(f"Can't write {path}: {exc.strerror or exc}.") from None
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Write atomically: a reader never sees a half-written image."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".nst-", suffix=path.suffix)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise api.InputError(f"Can't write {path}: {exc.strerror or exc}.") from None
+
+
+def _save_image(img: Image.Image, path: Path) -> None:
+    _write(path, images.encode(img, _output_format(path)))
+
+
+def _snapshot_path(out: Path, step: int) -> Path:
+    return out.with_name(f"{out.stem}-step{step:04d}{out.suffix}")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nst", description="Paint a photo in the style of another picture."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what the engine does")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("stylize", help="paint CONTENT in one or more styles")
+    run.add_argument("content", metavar="CONTENT", help="the photo (JPEG, PNG, WebP or GIF)")
+    run.add_argument(
+        "-s",
+        "--style",
+        action="append",
+        required=True,
+        metavar="NAME_OR_PATH[:WEIGHT]",
+        help="a built-in style (see `nst styles`) or an image file, optionally with a blend "
+        "weight; repeat to blend several",
+    )
+    run.add_argument("-o", "--output", required=True, type=Path, metavar="OUT",
+                     help="where to write the result (.png, .jpg or .webp)")  # fmt: skip
+    run.add_argument("--size", type=int, default=512, metavar="PX",
+                     help="long side of the result in pixels (default 512)")  # fmt: skip
+    run.add_argument("--quality", choices=api.QUALITIES, default="standard",
+                     help="speed/quality preset (default standard)")  # fmt: skip
+    run.add_argument("--strength", type=float, default=1.0, metavar="S",
+                     help="how strongly to apply the style; 1 is the default look")  # fmt: skip
+    run.add_argument("--preserve-colors", action="store_true",
+                     help="keep the photo's colours, take only the style's texture")  # fmt: skip
+    run.add_argument("--seed", type=int, default=0, metavar="N",
+                     help="random seed (the same seed gives the same image on a CPU)")  # fmt: skip
+    run.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                     help="where to run (default: CUDA when present, else CPU)")  # fmt: skip
+    run.add_argument("--save-every", type=_positive_int, default=None, metavar="N",
+                     help="also save the image every N steps, as OUT-stepNNNN.ext")  # fmt: skip
+    run.add_argument("--iterations", type=_positive_int, default=None, metavar="N",
+                     help="total optimisation steps, overriding the preset")  # fmt: skip
+
+    commands.add_parser("styles", help="list the built-in styles")
+
+    sheet = commands.add_parser("gallery", help="render a contact sheet of the built-in styles")
+    sheet.add_argument("-o", "--output", required=True, type=Path, metavar="FILE",
+                       help="where to write it (.png, .jpg or .webp)")  # fmt: skip
+    sheet.add_argument("--thumb", type=int, default=256, metavar="PX",
+                       help="thumbnail size in pixels (default 256)")  # fmt: skip
+    return parser
+
+
+class _StopFlag:
+    """The first Ctrl-C asks the engine to stop at the next step; a second one interrupts."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+
+def _format_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "ETA --:--"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"ETA {minutes:d}:{secs:02d}"
+
+
+def _stylize(args: argparse.Namespace, err: Console, out: Console) -> int:
+    output: Path = args.output
+    _output_format(output)
+    content = images.read_file(args.content)
+    _probe(content, Path(args.content))
+    sources = tuple(parse_style(spec) for spec in args.style)
+    if args.strength != args.strength:  # NaN passes every range check
+        raise api.InputError("Strength must be a number.")
+    request = api.StyleRequest(
+        content=content,
+        styles=sources,
+        size=args.size,
+        quality=args.quality,
+        strength=args.strength,
+        preserve_colors=args.preserve_colors,
+        seed=args.seed,
+        iterations=args.iterations,
+    )
+    _check_writable(output)
+
+    from nst_engine import transfer  # torch loads here, after the cheap checks
+
+    stop = _StopFlag()
+    previous = signal.signal(signal.SIGINT, stop.handle)
+    bar = ProgressBar(
+        TextColumn("scale {task.fields[scale]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[eta]}"),
+        console=err,
+        transient=False,
+    )
+    task = bar.add_task("painting", total=None, scale="-/-", loss="-", eta=_format_eta(None))
+
+    def on_progress(p: api.Progress) -> None:
+        total = p.losses.get("total")
+        bar.update(
+            task,
+            completed=p.step,
+            total=p.total_steps,
+            scale=f"{p.scale}/{p.scales}",
+            loss=f"{total:.4g}" if total is not None else "-",
+            eta=_format_eta(p.eta),
+        )
+
+    def on_snapshot(step: int, img: Image.Image) -> None:
+        path = _snapshot_path(output, step)
+        _save_image(img, path)
+        bar.console.print(f"saved step {step}: {path}")
+
+    try:
+        with bar:
+            result = transfer.stylize(
+                request,
+                device=args.device,
+                on_progress=on_progress,
+                should_stop=stop,
+                on_snapshot=on_snapshot if args.save_every else None,
+                snapshot_every=args.save_every,
+            )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+    fmt = _output_format(output)
+    if fmt == "PNG":
+        _write(output, result.image)
+    else:
+        _save_image(images.decode(result.image), output)
+    out.print(
+        f"Saved {output} ({result.width}×{result.height}, {result.iterations} steps "
+        f"in {result.seconds:.1f} s on {result.device})",
+        highlight=False,
+    )
+    return 0
+
+
+def _list_styles(out: Console) -> int:
+    table = Table(title="Built-in styles")
+    table.add_column("name", no_wrap=True, style="bold")
+    table.add_column("title")
+    table.add_column("artist")
+    table.add_column("year", no_wrap=True)
+    table.add_column("description")
+    for name in styles.names():
+        s = styles.get(name)
+        table.add_row(s.name, s.title, s.artist, s.year, s.description)
+    out.print(table)
+    return 0
+
+
+def _gallery(args: argparse.Namespace, out: Console) -> int:
+    output: Path = args.output
+    _output_format(output)
+    if not 32 <= args.thumb <= 1024:
+        raise api.InputError("Thumbnail size must be between 32 and 1024 pixels.")
+    _check_writable(output)
+    sheet = gallery.contact_sheet(args.thumb)
+    _save_image(sheet, output)
+    out.print(f"Saved {output} ({sheet.width}×{sheet.height})", highlight=False)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `nst` console script; returns the exit status."""
+    args = _build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    err = Console(stderr=True)
+    out = Console()
+    try:
+        if args.command == "stylize":
+            return _stylize(args, err, out)
+        if args.command == "styles":
+            return _list_styles(out)
+        return _gallery(args, out)
+    except api.InputError as exc:
+        print(f"nst: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except api.Cancelled:
+        print("nst: stopped.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except api.EngineError as exc:
+        print(f"nst: {exc}", file=sys.stderr)
+        return EXIT_ENGINE
+    except KeyboardInterrupt:
+        print("nst: interrupted.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
