@@ -1,0 +1,122 @@
+"""The Gatys objective: content loss, Gram style loss and total variation, with their weights.
+
+Normalisation (so one set of weights gives the same look at any size and for any style):
+
+- Gram matrices are averaged over positions, G = F·Fᵀ / (H·W), so they do not grow with the
+  image; each style layer's squared error is divided by the squared Frobenius norm of its target
+  Gram, so every layer, and every style, starts at the same order of magnitude (≈ 1) however
+  large or dark its activations are.
+- The content loss is the mean squared error on relu4_2 divided by the target's mean square.
+- Total variation is the mean squared difference of neighbouring pixels on the 0..1 scale.
+
+With that, `strength` is a plain multiplier of the style term against the content term.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .vgg import CONTENT_LAYER, STYLE_LAYERS
+
+# Style/content balance at strength 1.0, and the TV weight; tuned by eye on the built-in styles.
+STYLE_SCALE = 30.0
+TV_WEIGHT = 0.0
+
+
+def gram(features: torch.Tensor) -> torch.Tensor:
+    """N×C×H×W → N×C×C Gram matrix averaged over positions, in fp32."""
+    n, c, h, w = features.shape
+    f = features.float().reshape(n, c, h * w)
+    return torch.bmm(f, f.transpose(1, 2)) / (h * w)
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What the output is pulled towards at one scale.
+
+    `style` holds one blended Gram target per layer; `style_weight` the weight of that layer's
+    squared error (see `blend_styles`).
+    """
+
+    content: torch.Tensor
+    content_weight: float
+    style: Mapping[str, torch.Tensor]
+    style_weight: Mapping[str, float]
+    tv_weight: float
+
+
+def style_grams(features: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The Gram matrix of each style layer (detached)."""
+    return {layer: gram(features[layer]).detach() for layer in STYLE_LAYERS}
+
+
+def blend_styles(
+    grams: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float], strength: float
+) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """Fold several styles into one target per layer.
+
+    The loss Σₛ wₛ·‖G − Gₛ‖² / ‖Gₛ‖² equals k·‖G − Ḡ‖² plus a constant, with kₛ = wₛ/‖Gₛ‖²,
+    k = Σ kₛ and Ḡ = Σ kₛ·Gₛ / k; so one Gram per layer serves any number of styles. Weights are
+    normalised to sum to 1; each layer gets 1/len(STYLE_LAYERS) of `strength · STYLE_SCALE`.
+    """
+    total = sum(weights)
+    scale = strength * STYLE_SCALE / len(STYLE_LAYERS)
+    targets: dict[str, torch.Tensor] = {}
+    layer_weights: dict[str, float] = {}
+    for layer in STYLE_LAYERS:
+        ks = [
+            w / total / max(g[layer].square().sum().item(), 1e-12)
+            for g, w in zip(grams, weights, strict=True)
+        ]
+        k = sum(ks)
+        targets[layer] = sum(ki * g[layer] for ki, g in zip(ks, grams, strict=True)) / k
+        layer_weights[layer] = scale * k
+    return targets, layer_weights
+
+
+def make_targets(
+    content_features: Mapping[str, torch.Tensor],
+    grams: Sequence[Mapping[str, torch.Tensor]],
+    weights: Sequence[float],
+    strength: float,
+    tv_weight: float = TV_WEIGHT,
+) -> Targets:
+    """The normalised objective for one scale (see the module docstring)."""
+    content = content_features[CONTENT_LAYER].detach().float()
+    style, style_weight = blend_styles(grams, weights, strength)
+    return Targets(
+        content=content,
+        content_weight=1.0 / max(content.square().mean().item(), 1e-12),
+        style=style,
+        style_weight=style_weight,
+        tv_weight=tv_weight,
+    )
+
+
+def tv_loss(rgb: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of neighbouring pixels."""
+    dx = rgb[..., :, 1:] - rgb[..., :, :-1]
+    dy = rgb[..., 1:, :] - rgb[..., :-1, :]
+    return dx.square().mean() + dy.square().mean()
+
+
+def objective(
+    features: Mapping[str, torch.Tensor], rgb: torch.Tensor, targets: Targets
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Total loss and its parts (content, style, tv) for the current image's features."""
+    content = features[CONTENT_LAYER].float()
+    content_loss = targets.content_weight * (content - targets.content).square().mean()
+    style_loss = content_loss.new_zeros(())
+    for layer in STYLE_LAYERS:
+        diff = gram(features[layer]) - targets.style[layer]
+        style_loss = style_loss + targets.style_weight[layer] * diff.square().sum()
+    parts = {"content": content_loss, "style": style_loss}
+    total = content_loss + style_loss
+    if targets.tv_weight > 0:
+        tv = targets.tv_weight * tv_loss(rgb)
+        parts["tv"] = tv
+        total = total + tv
+    return total, parts

@@ -1,0 +1,60 @@
+"""Coarse-to-fine schedules: which sizes each quality preset paints at, and for how many steps.
+
+Most of the picture's structure settles at low resolution, where a step costs a fraction of a
+full-size one; the finer scales then only refine texture, starting from the upsampled result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Per preset: (fraction of the requested long side, L-BFGS steps) for each scale, coarse first.
+PRESETS: dict[str, tuple[tuple[float, int], ...]] = {
+    "draft": ((0.5, 60), (1.0, 30)),
+    "standard": ((0.25, 100), (0.5, 80), (1.0, 50)),
+    "high": ((0.25, 150), (0.5, 150), (0.75, 100), (1.0, 100)),
+}
+# Scales below this long side (px) teach relu5_1 nothing; coarse scales are clipped to it.
+MIN_LONG_SIDE = 96
+
+
+@dataclass(frozen=True)
+class Scale:
+    width: int
+    height: int
+    steps: int
+
+
+def dims(width: int, height: int, long_side: int) -> tuple[int, int]:
+    """(w, h) with the given long side and the aspect of width × height."""
+    if width >= height:
+        return long_side, max(1, round(height * long_side / width))
+    return max(1, round(width * long_side / height)), long_side
+
+
+def plan(
+    width: int, height: int, size: int, quality: str, iterations: int | None = None
+) -> list[Scale]:
+    """The scales for a content of width × height painted at long side `size`.
+
+    `iterations` replaces the preset's total step count, shared out in the preset's proportions;
+    with fewer steps than scales, the coarsest scales are dropped.
+    """
+    stages: list[tuple[int, int]] = []
+    for fraction, steps in PRESETS[quality]:
+        side = min(size, max(MIN_LONG_SIDE, round(size * fraction)))
+        if stages and stages[-1][0] == side:
+            stages[-1] = (side, stages[-1][1] + steps)
+        else:
+            stages.append((side, steps))
+    if iterations is not None:
+        stages = stages[-iterations:]
+        preset_total = sum(steps for _, steps in stages)
+        shares = [max(1, round(iterations * steps / preset_total)) for _, steps in stages]
+        shares[-1] += iterations - sum(shares)
+        while shares[-1] < 1:  # rounding gave the coarse scales too much
+            i = max(range(len(shares) - 1), key=lambda j: shares[j])
+            shares[i] -= 1
+            shares[-1] += 1
+        stages = [(side, n) for (side, _), n in zip(stages, shares, strict=True)]
+    return [Scale(*dims(width, height, side), steps) for side, steps in stages]
