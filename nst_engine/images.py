@@ -38,6 +38,9 @@ ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF")
 ENCODE_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP")
 
 UNREADABLE = "That file isn't an image I can read (JPEG, PNG, WebP or GIF)."
+DAMAGED = "That image is damaged or cut short, so I can't read it."
+# How the allowed formats' files begin, to tell a damaged image from something else entirely.
+_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a")
 
 # What a decoder may raise on a malformed file. A hostile file is the sender's problem, so each of
 # these becomes an InputError rather than a crash of the process that happened to decode it.
@@ -111,7 +114,8 @@ def _open(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
         raise too_large from None
     except _DECODE_ERRORS as exc:
         log.debug("refused an image at open: %r", exc)
-        raise InputError(UNREADABLE) from None
+        ours = data.startswith(_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+        raise InputError(DAMAGED if ours else UNREADABLE) from None
     if img.format not in ALLOWED_FORMATS:
         img.close()
         raise InputError(UNREADABLE)
@@ -149,7 +153,7 @@ def decode(data: bytes, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIX
             raise
         except _DECODE_ERRORS as exc:
             log.debug("refused an image at decode: %r", exc)
-            raise InputError("That image is damaged or cut short, so I can't read it.") from None
+            raise InputError(DAMAGED) from None
         finally:
             img.close()
     rgb.info.clear()
