@@ -1,0 +1,185 @@
+"""The child-process side of the pool: load the model once, then run jobs sent over a pipe.
+
+Started with the `spawn` method, so the entry points take only picklable arguments and torch is
+imported inside them (the parent imports this module without loading torch). The wire protocol,
+child to parent, is tuples of plain data:
+
+    ("ready", device)                    the model is loaded; waiting for jobs
+    ("failed", message)                  could not start; the process exits next
+    ("progress", seq, Progress)          throttled here, before crossing the pipe
+    ("done", seq, Result)
+    ("error", seq, kind, message)        kind is one of ERROR_KINDS
+
+and parent to child `("job", seq, StyleRequest)`; the parent closing its end means "exit". `seq`
+numbers one attempt of one job. A shared int64 holds the seq the parent wants stopped, so a stop
+request can never hit a later job by mistake.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+from .api import Cancelled, EngineError, InputError, Progress, StyleRequest
+
+log = logging.getLogger(__name__)
+
+# Progress events per second that cross the pipe (previews and scale ends always do).
+PROGRESS_INTERVAL = 0.25
+
+ERROR_KINDS: dict[str, type[Exception]] = {
+    "input": InputError,
+    "cancelled": Cancelled,
+    "engine": EngineError,
+}
+
+
+class ProgressThrottle:
+    """Forward at most one event per `interval`, plus every preview and each scale's last step.
+
+    Events in between are held back; one that is still held when its scale ends is sent then, so
+    the parent always sees where each scale finished.
+    """
+
+    def __init__(self, send: Callable[[Progress], None], interval: float) -> None:
+        self._send = send
+        self._interval = interval
+        self._last_sent = -math.inf
+        self._held: Progress | None = None
+
+    def __call__(self, event: Progress) -> None:
+        if self._held is not None and self._held.scale != event.scale:
+            self._emit(self._held)
+        due = time.monotonic() - self._last_sent >= self._interval
+        if due or event.preview is not None or event.step >= event.total_steps:
+            self._emit(event)
+        else:
+            self._held = event
+
+    def flush(self) -> None:
+        """Send the held event, if any (call when the run ends normally)."""
+        if self._held is not None:
+            self._emit(self._held)
+
+    def _emit(self, event: Progress) -> None:
+        self._held = None
+        self._last_sent = time.monotonic()
+        self._send(event)
+
+
+def report_devices(conn: Connection) -> None:
+    """Child entry point: send the devices a pool should use (every CUDA device, else the CPU)."""
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    conn.send([f"cuda:{i}" for i in range(count)] or ["cpu"])
+    conn.close()
+
+
+def serve(
+    index: int,
+    device_name: str,
+    threads: int,
+    commands: Connection,
+    events: Connection,
+    stop: Any,
+    preview_interval: float,
+    log_level: int,
+) -> None:
+    """Child entry point: load the model on `device_name`, report ready, run jobs until EOF.
+
+    `stop` is a shared int64 (multiprocessing.RawValue): a job with that seq stops at its next
+    step. A worker whose parent has gone stops its job too and exits.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    logging.basicConfig(
+        level=log_level,
+        format=f"%(asctime)s %(levelname)s [worker {index}, pid {os.getpid()}] %(message)s",
+    )
+    parent_pid = os.getppid()
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+        from . import transfer, vgg
+
+        device = vgg.pick_device(device_name)
+        vgg.load_model(device)
+    except Exception as exc:
+        log.exception("could not start on %s", device_name)
+        events.send(("failed", _message(exc)))
+        sys.exit(1)
+    log.info("ready on %s with %d thread(s)", device, threads)
+    events.send(("ready", str(device)))
+
+    while True:
+        try:
+            _, seq, request = commands.recv()
+        except EOFError:
+            break
+
+        def should_stop(seq: int = seq) -> bool:
+            return stop.value == seq or os.getppid() != parent_pid
+
+        events.send(_run(request, seq, device, preview_interval, should_stop, events, transfer))
+        if os.getppid() != parent_pid:
+            break
+    log.info("exiting")
+    logging.shutdown()
+    events.close()
+    # Skip interpreter teardown (a second or more with torch loaded): nothing is left to flush.
+    os._exit(0)
+
+
+def _run(
+    request: StyleRequest,
+    seq: int,
+    device: Any,
+    preview_interval: float,
+    should_stop: Callable[[], bool],
+    events: Connection,
+    transfer: Any,
+) -> tuple:
+    """Run one job attempt and return the message that ends it."""
+    import torch
+
+    throttle = ProgressThrottle(lambda p: events.send(("progress", seq, p)), PROGRESS_INTERVAL)
+    try:
+        result = transfer.stylize(
+            request,
+            device=device,
+            on_progress=throttle,
+            should_stop=should_stop,
+            preview_interval=preview_interval,
+        )
+    except InputError as exc:
+        return ("error", seq, "input", str(exc))
+    except Cancelled as exc:
+        return ("error", seq, "cancelled", str(exc))
+    except EngineError as exc:
+        log.warning("seq %d: %s", seq, exc)
+        return ("error", seq, "engine", str(exc))
+    except (MemoryError, torch.OutOfMemoryError):
+        log.warning("seq %d: out of memory", seq)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        return ("error", seq, "engine", "The painter ran out of memory; try a smaller size.")
+    except Exception as exc:
+        log.exception("seq %d failed", seq)
+        return ("error", seq, "engine", _message(exc))
+    throttle.flush()
+    return ("done", seq, result)
+
+
+def _message(exc: Exception) -> str:
+    """A chat-readable message for an unexpected exception (our typed errors keep theirs)."""
+    if isinstance(exc, InputError | Cancelled | EngineError):
+        return str(exc)
+    return f"The painter failed ({type(exc).__name__}); please try again later."
