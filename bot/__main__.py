@@ -1,0 +1,73 @@
+"""`stylebot`: run the bot until SIGINT/SIGTERM, with settings from the environment or `.env`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+import discord
+from pydantic import ValidationError
+
+from bot.app import build_bot
+from bot.settings import Settings
+
+log = logging.getLogger("bot")
+
+NO_TOKEN = (
+    "stylebot: DISCORD_TOKEN is not set. Create an application at "
+    "https://discord.com/developers/applications, copy its token from the Bot page, and put "
+    "DISCORD_TOKEN=... in .env or the environment (see the README)."
+)
+
+
+async def serve(settings: Settings) -> int:
+    """Run the bot until it is closed by a signal or a fatal error; returns the exit status."""
+    assert settings.discord_token is not None
+    bot = build_bot(settings)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda s=sig: _stop(bot, s))
+    try:
+        async with bot:
+            await bot.start(settings.discord_token.get_secret_value())
+    except discord.LoginFailure:
+        log.error("Discord refused the token; check DISCORD_TOKEN (the Bot page can reset it).")
+        return 2
+    except discord.PrivilegedIntentsRequired:
+        log.error(
+            "The Message Content intent is not enabled for this bot. Enable it on the Bot page "
+            "of the developer portal, or set STYLEBOT_MESSAGE_CONTENT_INTENT=false."
+        )
+        return 2
+    return 0
+
+
+def _stop(bot: discord.Client, sig: signal.Signals) -> None:
+    log.info("received %s", sig.name)
+    if not bot.is_closed():
+        asyncio.get_running_loop().create_task(bot.close())
+
+
+def main() -> int:
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"]).upper()
+            where = field if field == "DISCORD_TOKEN" else f"STYLEBOT_{field}"
+            print(f"stylebot: bad setting {where}: {error['msg']}", file=sys.stderr)
+        return 2
+    if settings.discord_token is None or not settings.discord_token.get_secret_value().strip():
+        print(NO_TOKEN, file=sys.stderr)
+        return 2
+    discord.utils.setup_logging(level=getattr(logging, settings.log_level), root=True)
+    try:
+        return asyncio.run(serve(settings))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""The bot: a `commands.Bot` that starts the engine, loads the commands and shuts down cleanly."""
+
+from __future__ import annotations
+
+import logging
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.buttons import CancelButton, ResultButton
+from bot.cog import StyleCog
+from bot.errors import friendly
+from bot.lag import LagMonitor
+from bot.settings import Settings
+from bot.studio import Studio
+from nst_engine.api import Engine
+
+log = logging.getLogger(__name__)
+
+
+async def start_engine(settings: Settings) -> Engine:
+    """A started ProcessPoolEngine with every worker ready, configured from the settings."""
+    from nst_engine.pool import ProcessPoolEngine
+
+    engine = ProcessPoolEngine(
+        workers=settings.workers,
+        devices=settings.devices or None,
+        job_timeout=settings.job_timeout,
+        preview_interval=settings.status_interval,
+    )
+    await engine.start()
+    try:
+        await engine.wait_ready()
+    except BaseException:
+        await engine.close()
+        raise
+    return engine
+
+
+class StyleBot(commands.Bot):
+    """stylebot. `engine` is used as given (and left open); when None the bot owns one."""
+
+    studio: Studio
+
+    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
+        intents = discord.Intents.default()
+        intents.message_content = settings.message_content_intent
+        super().__init__(
+            command_prefix=commands.when_mentioned_or(settings.prefix),
+            intents=intents,
+            help_command=None,
+            allowed_mentions=discord.AllowedMentions(
+                everyone=False, roles=False, users=True, replied_user=False
+            ),
+        )
+        self.settings = settings
+        self.engine = engine
+        self._owns_engine = engine is None
+        self.lag_monitor = LagMonitor()
+        self._shut_down = False
+
+    async def setup_hook(self) -> None:
+        self.lag_monitor.start()
+        if self.engine is None:
+            log.info("starting the painter (workers=%s)", self.settings.workers or "auto")
+            self.engine = await start_engine(self.settings)
+        slots = max(1, self.engine.stats().workers)
+        self.studio = Studio(self.engine, self.settings, slots=slots)
+        self.add_dynamic_items(ResultButton, CancelButton)
+        await self.add_cog(StyleCog(self))
+        self.tree.on_error = self.on_app_command_error
+        if self.settings.sync_commands:
+            synced = await self.tree.sync()
+            log.info("synced %d slash command(s)", len(synced))
+        log.info("ready to paint with %d job slot(s)", slots)
+
+    async def on_ready(self) -> None:
+        log.info(
+            "logged in as %s (id %s) in %d server(s)",
+            self.user,
+            self.user and self.user.id,
+            len(self.guilds),
+        )
+
+    async def report_error(self, ctx: commands.Context[StyleBot], error: BaseException) -> None:
+        """Tell the user what went wrong in one line (the traceback, if any, goes to the log)."""
+        if isinstance(error, commands.CommandNotFound):
+            return
+        text = friendly(error)
+        log.info("command %s by %s failed: %s", ctx.command, ctx.author.id, text)
+        try:
+            await ctx.send(text, ephemeral=True, allowed_mentions=discord.AllowedMentions.none())
+        except discord.HTTPException as exc:
+            log.warning("could not report an error to the user: %s", exc)
+
+    async def on_command_error(  # type: ignore[override]
+        self, ctx: commands.Context[StyleBot], error: commands.CommandError
+    ) -> None:
+        await self.report_error(ctx, error)
+
+    async def on_app_command_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError
+    ) -> None:
+        text = friendly(error)
+        try:
+            if interaction.response.is_done():
+                await interaction.followup.send(text, ephemeral=True)
+            else:
+                await interaction.response.send_message(text, ephemeral=True)
+        except discord.HTTPException as exc:
+            log.warning("could not report an error to the user: %s", exc)
+
+    async def close(self) -> None:
+        """Stop taking jobs, tell the owners of waiting ones, close the engine, log out."""
+        if not self._shut_down:
+            self._shut_down = True
+            log.info("shutting down")
+            if hasattr(self, "studio"):
+                await self.studio.shutdown()
+            if self._owns_engine and self.engine is not None:
+                await self.engine.close()
+            await self.lag_monitor.stop()
+        await super().close()
+
+
+def build_bot(settings: Settings, engine: Engine | None = None) -> StyleBot:
+    """The bot for these settings; pass a started engine to share it (tests, benches)."""
+    return StyleBot(settings, engine)

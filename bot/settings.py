@@ -1,0 +1,61 @@
+"""The bot's settings, read from the environment or a `.env` file and validated once at start."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from nst_engine.api import MAX_SIZE, MIN_SIZE
+
+
+class Settings(BaseSettings):
+    """Every knob of a running bot. Environment names are `STYLEBOT_<FIELD>`, except the token."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STYLEBOT_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    discord_token: SecretStr | None = Field(default=None, validation_alias="DISCORD_TOKEN")
+    prefix: str = Field(default="!", min_length=1, max_length=10)
+    message_content_intent: bool = True
+    sync_commands: bool = True
+
+    max_size: int = Field(default=1024, ge=MIN_SIZE, le=MAX_SIZE)
+    default_size: int = Field(default=512, ge=MIN_SIZE, le=MAX_SIZE)
+    default_quality: Literal["draft", "standard", "high"] = "standard"
+    user_running: int = Field(default=1, ge=1)
+    user_waiting: int = Field(default=2, ge=0)
+    guild_jobs: int = Field(default=8, ge=1)
+    total_jobs: int = Field(default=50, ge=1)
+
+    max_attachment_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    max_pixels: int = Field(default=50_000_000, ge=1024)
+    download_timeout: float = Field(default=30.0, gt=0)
+
+    workers: int | None = Field(default=None, ge=1)
+    devices: Annotated[tuple[str, ...], NoDecode] = ()
+    job_timeout: float = Field(default=600.0, gt=0)
+    max_iterations: int | None = Field(default=None, ge=1)
+    status_interval: float = Field(default=3.0, ge=0)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _split_devices(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _default_fits_cap(self) -> Settings:
+        if self.default_size > self.max_size:
+            raise ValueError("STYLEBOT_DEFAULT_SIZE must not exceed STYLEBOT_MAX_SIZE")
+        return self
