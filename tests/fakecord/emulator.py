@@ -1,0 +1,602 @@
+"""`FakeDiscord`: the emulator's state, its test API, and the events it dispatches.
+
+See the package docstring (`tests/fakecord/__init__.py`) for how tests use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import discord.gateway
+import discord.http
+import yarl
+from aiohttp import web
+
+from . import interactions as ix
+from .gateway import MESSAGE_CONTENT_INTENT, Gateway
+from .state import (
+    ADMINISTRATOR,
+    MEMBER_PERMISSIONS,
+    Channel,
+    Guild,
+    Member,
+    Message,
+    Role,
+    StoredFile,
+    User,
+    iso_now,
+    snowflake,
+)
+
+MiB = 1024 * 1024
+GUILD_MEMBERS_INTENT = 1 << 1
+GUILD_MESSAGES_INTENT = 1 << 9
+GUILD_MESSAGE_REACTIONS_INTENT = 1 << 10
+_MENTION = re.compile(r"<@!?(\d+)>")
+
+T = TypeVar("T")
+Listener = Callable[[str, Message], None]
+FileSpec = tuple[str, bytes]
+
+
+@dataclass
+class Failure:
+    """A planned fault: the next `count` requests matching `method route` get `status`."""
+
+    method: str | None
+    route: str
+    status: int
+    retry_after: float
+    count: int
+
+    def matches(self, method: str, route: str) -> bool:
+        return self.route == route and self.method in (None, method)
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One REST request as the emulator answered it (`route` is the template, e.g.
+    `/channels/{channel_id}/messages`)."""
+
+    method: str
+    route: str
+    path: str
+    status: int
+    at: float
+
+
+class FakeDiscord:
+    """A local Discord (REST + gateway) for the real discord.py client. Use `async with`."""
+
+    def __init__(
+        self,
+        upload_limit: int = 10 * MiB,
+        latency: float = 0.0,
+        *,
+        heartbeat_interval: float = 41.25,
+        interaction_deadline: float = 3.0,
+        rate_limit: tuple[int, float] = (50, 1.0),
+        bot_name: str = "stylebot",
+    ) -> None:
+        self.latency = latency
+        self.interaction_deadline = interaction_deadline
+        self.rate_limit = rate_limit
+        self.application_id = snowflake()
+        self.bot_user = User(self.application_id, bot_name, bot=True)
+        encoded_id = base64.b64encode(str(self.application_id).encode()).decode().rstrip("=")
+        self.token = f"{encoded_id}.{secrets.token_urlsafe(4)}.{secrets.token_urlsafe(27)}"
+        self.owner = User(snowflake(), "owner")
+        self.users: dict[int, User] = {u.id: u for u in (self.bot_user, self.owner)}
+        self.guilds: dict[int, Guild] = {}
+        self.channels: dict[int, Channel] = {}
+        self.messages: dict[int, Message] = {}
+        self.files: dict[int, StoredFile] = {}
+        self.interactions: dict[int, ix.Interaction] = {}
+        self.commands: dict[int | None, list[dict[str, Any]]] = {}
+        self.requests: list[RequestRecord] = []
+        self.gateway_ops: list[str] = []
+        self.typing: dict[int, int] = {}
+        self.failures: list[Failure] = []
+        self.gateway = Gateway(self, heartbeat_interval_ms=int(heartbeat_interval * 1000))
+        self._listeners: list[Listener] = []
+        self._changed = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self._saved: tuple[str, yarl.URL] | None = None
+        self.port = 0
+        self.guild = self.add_guild("stylebot test server", upload_limit=upload_limit)
+        self.channel = self.guild.channels[0]
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/"
+
+    async def start(self) -> None:
+        """Serve on an ephemeral loopback port and point discord.py at it."""
+        from .server import build_app
+
+        self._runner = web.AppRunner(build_app(self), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._saved = (discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
+        discord.http.Route.BASE = f"{self.url}/api/v10"
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self.gateway_url)
+
+    async def stop(self) -> None:
+        """Restore discord.py's real endpoints and shut the server down."""
+        if self._saved is not None:
+            discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = self._saved
+            self._saved = None
+        await self.gateway.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> FakeDiscord:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ---- world building --------------------------------------------------------------------
+
+    def add_guild(self, name: str, *, upload_limit: int = 10 * MiB) -> Guild:
+        """A new guild with @everyone, Admin and Bot roles, #general and #art, the owner and the
+        bot as members, and every user added so far. Dispatched to connected clients."""
+        gid = snowflake()
+        roles = [
+            Role(gid, "@everyone", MEMBER_PERMISSIONS, 0),
+            Role(snowflake(), "Admin", ADMINISTRATOR | MEMBER_PERMISSIONS, 2),
+            Role(snowflake(), "Bot", MEMBER_PERMISSIONS, 1),
+        ]
+        guild = Guild(gid, name, self.owner.id, upload_limit, roles=roles)
+        for position, channel_name in enumerate(("general", "art")):
+            channel = Channel(snowflake(), channel_name, gid, position)
+            guild.channels.append(channel)
+            self.channels[channel.id] = channel
+        guild.members[self.owner.id] = Member(self.owner, [roles[1].id])
+        guild.members[self.bot_user.id] = Member(self.bot_user, [roles[2].id])
+        for user in self.users.values():
+            if user.id not in guild.members:
+                guild.members[user.id] = Member(user, [roles[1].id] if user.admin else [])
+        self.guilds[gid] = guild
+        self.gateway.dispatch("GUILD_CREATE", guild.create_payload())
+        return guild
+
+    def add_user(self, name: str, admin: bool = False, guilds: list[Guild] | None = None) -> User:
+        """A user who is a member of `guilds` (default: all); `admin` gives the Admin role."""
+        user = User(snowflake(), name, admin=admin)
+        self.users[user.id] = user
+        for guild in guilds if guilds is not None else self.guilds.values():
+            member = Member(user, [guild.roles[1].id] if admin else [])
+            guild.members[user.id] = member
+            data = member.payload() | {"guild_id": str(guild.id)}
+            self.gateway.dispatch("GUILD_MEMBER_ADD", data, GUILD_MEMBERS_INTENT)
+        return user
+
+    def set_upload_limit(self, guild: Guild, limit: int) -> None:
+        """Uploads bigger than `limit` bytes to `guild` get 413 (code 40005), as on Discord.
+
+        discord.py's `Guild.filesize_limit` keeps reporting the premium tier's limit, so a
+        prefix command learns of the lower limit from the 413; interactions carry it in
+        `attachment_size_limit`."""
+        guild.upload_limit = limit
+
+    def fail_next(
+        self, route: str, status: int = 429, retry_after: float = 0.5, count: int = 1
+    ) -> None:
+        """Answer the next `count` requests on `route` with `status` (429, 413, 500, ...).
+
+        `route` is a template with an optional method, e.g.
+        `"POST /channels/{channel_id}/messages"` or `"/webhooks/{application_id}/{token}"`."""
+        method, _, path = route.rpartition(" ")
+        self.failures.append(Failure(method or None, path, status, retry_after, count))
+
+    async def drop_gateway(self, code: int = 4000, *, down_for: float = 0.0) -> None:
+        """Close the gateway with a resumable `code`; refuse new connections for `down_for` s,
+        so events dispatched meanwhile are only seen when the client RESUMEs (replay)."""
+        await self.gateway.drop(code, down_for)
+
+    def request_reconnect(self) -> None:
+        """Send opcode 7 RECONNECT, as Discord does; the client reconnects and resumes."""
+        self.gateway.reconnect()
+
+    def listen(self, callback: Listener) -> None:
+        """Call `callback(kind, message)` for every "create", "edit" and "delete"."""
+        self._listeners.append(callback)
+
+    # ---- what users do ---------------------------------------------------------------------
+
+    async def post(
+        self,
+        user: User,
+        content: str = "",
+        files: list[FileSpec] | None = None,
+        channel: Channel | None = None,
+        reply_to: Message | None = None,
+    ) -> Message:
+        """`user` posts in `channel` (default `self.channel`), with attachments and an optional
+        reply; dispatched as MESSAGE_CREATE. Returns the stored message."""
+        channel = channel or self.channel
+        stored = [self._store_file(name, data, channel.id) for name, data in files or []]
+        message = Message(
+            id=snowflake(),
+            channel_id=channel.id,
+            guild_id=channel.guild_id,
+            author=user,
+            content=content,
+            files=stored,
+            type=19 if reply_to is not None else 0,
+            reference=reply_to,
+            mentions=self.mentions_in(content),
+        )
+        self._add_message(message)
+        return message
+
+    async def slash(
+        self,
+        user: User,
+        name: str,
+        options: dict[str, Any] | None = None,
+        files: dict[str, FileSpec] | None = None,
+        channel: Channel | None = None,
+    ) -> ix.Interaction:
+        """`user` runs `/name` (e.g. "stylize", or "group sub") with option values and attachment
+        options; the command must have been synced by the bot. Returns the Interaction."""
+        channel = channel or self.channel
+        stored = {
+            key: self._store_file(fname, data, channel.id, ephemeral=True)
+            for key, (fname, data) in (files or {}).items()
+        }
+        return self._command_interaction(
+            ix.APPLICATION_COMMAND, user, name, options or {}, stored, channel, focused=None
+        )
+
+    async def autocomplete(
+        self,
+        user: User,
+        name: str,
+        options: dict[str, Any],
+        focused: str,
+        timeout: float = 5.0,
+        channel: Channel | None = None,
+    ) -> list[dict[str, Any]]:
+        """`user` types into option `focused` of `/name`; returns the bot's choices."""
+        interaction = self._command_interaction(
+            ix.AUTOCOMPLETE, user, name, options, {}, channel or self.channel, focused=focused
+        )
+        return await self.wait_for(lambda: interaction.choices, timeout)
+
+    async def click(self, user: User, message: Message, custom_id: str) -> ix.Interaction:
+        """`user` clicks the component `custom_id` on `message` (it must be there, enabled)."""
+        if custom_id not in message.custom_ids():
+            raise ValueError(f"no enabled component {custom_id!r} on message {message.id}")
+        channel = self.channels[message.channel_id]
+        data = {"custom_id": custom_id, "component_type": 2}
+        interaction = self._new_interaction(ix.MESSAGE_COMPONENT, user, channel, data)
+        interaction.message = message
+        interaction.payload["message"] = self.message_payload(message)
+        self._dispatch_interaction(interaction)
+        return interaction
+
+    async def react(self, user: User, message: Message, emoji: str) -> None:
+        """`user` adds a unicode `emoji` reaction to `message`."""
+        message.reactions.setdefault(emoji, set()).add(user.id)
+        guild = self.guilds[message.guild_id]
+        data = {
+            "user_id": str(user.id),
+            "channel_id": str(message.channel_id),
+            "message_id": str(message.id),
+            "guild_id": str(guild.id),
+            "member": guild.members[user.id].payload(),
+            "emoji": {"id": None, "name": emoji},
+            "message_author_id": str(message.author.id),
+            "burst": False,
+            "burst_colors": [],
+            "type": 0,
+        }
+        self.gateway.dispatch("MESSAGE_REACTION_ADD", data, GUILD_MESSAGE_REACTIONS_INTENT)
+        self._notify()
+
+    # ---- waiting and looking ---------------------------------------------------------------
+
+    async def wait_for(self, predicate: Callable[[], T], timeout: float = 10.0) -> T:
+        """Re-evaluate `predicate()` on every change until it returns something truthy; return
+        that. Raises TimeoutError (naming the latest messages) after `timeout` s."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            changed = self._changed
+            result = predicate()
+            if result:
+                return result
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                recent = [
+                    f"{m.author.name}: {m.content[:80]!r} ({len(m.files)} files)"
+                    for m in list(self.messages.values())[-5:]
+                ]
+                raise TimeoutError(f"wait_for timed out after {timeout}s; last messages: {recent}")
+            try:
+                await asyncio.wait_for(changed.wait(), min(remaining, 0.25))
+            except TimeoutError:
+                continue
+
+    def messages_in(self, channel: Channel | None = None) -> list[Message]:
+        """Messages (not deleted) in `channel` (default `self.channel`), oldest first."""
+        cid = (channel or self.channel).id
+        return [m for m in self.messages.values() if m.channel_id == cid and not m.deleted]
+
+    def bot_messages(self, channel: Channel | None = None) -> list[Message]:
+        """Messages the bot authored in `channel` (default: any), ephemeral ones included."""
+        return [
+            m
+            for m in self.messages.values()
+            if m.author.id == self.bot_user.id
+            and not m.deleted
+            and (channel is None or m.channel_id == channel.id)
+        ]
+
+    def replies_to(self, message: Message) -> list[Message]:
+        """Messages (not deleted) that reply to `message`."""
+        return [m for m in self.messages.values() if m.reference is message and not m.deleted]
+
+    # ---- hooks for the REST server and the gateway -----------------------------------------
+
+    @property
+    def intents(self) -> int:
+        """The intents of the latest gateway session (what redaction of content follows)."""
+        sessions = list(self.gateway.sessions.values())
+        return sessions[-1].intents if sessions else MESSAGE_CONTENT_INTENT
+
+    def gateway_op(self, name: str) -> None:
+        self.gateway_ops.append(name)
+        self._notify()
+
+    def ready_payload(self, session_id: str) -> dict[str, Any]:
+        user = self.bot_user.payload() | {"verified": True, "mfa_enabled": False, "email": None}
+        return {
+            "v": 10,
+            "user": user,
+            "guilds": [{"id": str(g), "unavailable": True} for g in self.guilds],
+            "session_id": session_id,
+            "session_type": "normal",
+            "resume_gateway_url": f"ws://127.0.0.1:{self.port}/resume",
+            "application": {"id": str(self.application_id), "flags": (1 << 19) | (1 << 15)},
+            "private_channels": [],
+            "relationships": [],
+            "presences": [],
+            "user_settings": {},
+            "geo_ordered_rtc_regions": [],
+            "_trace": ["fakecord"],
+        }
+
+    def guild_payloads(self) -> list[dict[str, Any]]:
+        return [g.create_payload() for g in self.guilds.values()]
+
+    def member_chunk(self, guild_id: int, nonce: str | None) -> dict[str, Any]:
+        guild = self.guilds[guild_id]
+        data: dict[str, Any] = {
+            "guild_id": str(guild_id),
+            "members": [m.payload() for m in guild.members.values()],
+            "chunk_index": 0,
+            "chunk_count": 1,
+            "not_found": [],
+        }
+        if nonce is not None:
+            data["nonce"] = nonce
+        return data
+
+    def application_payload(self) -> dict[str, Any]:
+        return {
+            "id": str(self.application_id),
+            "name": self.bot_user.name,
+            "icon": None,
+            "description": "",
+            "summary": "",
+            "type": None,
+            "bot_public": True,
+            "bot_require_code_grant": False,
+            "verify_key": secrets.token_hex(32),
+            "owner": self.owner.payload(),
+            "team": None,
+            "flags": (1 << 19) | (1 << 15),
+            "bot": self.bot_user.payload(),
+            "rpc_origins": [],
+            "tags": [],
+            "approximate_guild_count": len(self.guilds),
+            "redirect_uris": [],
+            "interactions_endpoint_url": None,
+        }
+
+    def message_payload(self, message: Message, *, intents: int | None = None) -> dict[str, Any]:
+        """`message` as Discord sends it to this bot: content redacted without the
+        message-content intent unless the bot is mentioned or wrote it."""
+        guild = self.guilds[message.guild_id]
+        member = None if message.webhook_id else guild.members.get(message.author.id)
+        data = message.payload(self.url, member=member)
+        for entry, user in zip(data["mentions"], message.mentions, strict=True):
+            if user.id in guild.members:
+                entry["member"] = guild.members[user.id].payload(with_user=False)
+        intents = self.intents if intents is None else intents
+        if not intents & MESSAGE_CONTENT_INTENT:
+            _redact(data, self.bot_user)
+            if data.get("referenced_message"):
+                _redact(data["referenced_message"], self.bot_user)
+        return data
+
+    def store_upload(self, filename: str, data: bytes, channel_id: int, **extra: Any) -> StoredFile:
+        return self._store_file(filename, data, channel_id, **extra)
+
+    def add_message(self, message: Message) -> None:
+        self._add_message(message)
+
+    def edited(self, message: Message) -> None:
+        """Record an edit made through REST: new revision, MESSAGE_UPDATE, listeners."""
+        message.edited_timestamp = iso_now()
+        message.snapshot()
+        if not message.ephemeral:
+            self.gateway.dispatch(
+                "MESSAGE_UPDATE",
+                lambda intents: self.message_payload(message, intents=intents),
+                GUILD_MESSAGES_INTENT,
+            )
+        self._emit("edit", message)
+
+    def deleted(self, message: Message) -> None:
+        message.deleted = True
+        if not message.ephemeral:
+            data = {
+                "id": str(message.id),
+                "channel_id": str(message.channel_id),
+                "guild_id": str(message.guild_id),
+            }
+            self.gateway.dispatch("MESSAGE_DELETE", data, GUILD_MESSAGES_INTENT)
+        self._emit("delete", message)
+
+    def record_request(self, record: RequestRecord) -> None:
+        self.requests.append(record)
+        self._notify()
+
+    def take_failure(self, method: str, route: str) -> Failure | None:
+        for failure in self.failures:
+            if failure.matches(method, route):
+                failure.count -= 1
+                if failure.count <= 0:
+                    self.failures.remove(failure)
+                return failure
+        return None
+
+    def changed(self) -> None:
+        self._notify()
+
+    # ---- internals -------------------------------------------------------------------------
+
+    def _store_file(self, filename: str, data: bytes, channel_id: int, **extra: Any) -> StoredFile:
+        stored = StoredFile.create(filename, data, channel_id, **extra)
+        self.files[stored.id] = stored
+        return stored
+
+    def mentions_in(self, content: str) -> list[User]:
+        ids = dict.fromkeys(int(m) for m in _MENTION.findall(content))
+        return [self.users[i] for i in ids if i in self.users]
+
+    def _add_message(self, message: Message) -> None:
+        self.messages[message.id] = message
+        if not message.ephemeral:
+            self.gateway.dispatch(
+                "MESSAGE_CREATE",
+                lambda intents: self.message_payload(message, intents=intents),
+                GUILD_MESSAGES_INTENT,
+            )
+        self._emit("create", message)
+
+    def _emit(self, kind: str, message: Message) -> None:
+        for callback in self._listeners:
+            callback(kind, message)
+        self._notify()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _new_interaction(
+        self, kind: int, user: User, channel: Channel, data: dict[str, Any]
+    ) -> ix.Interaction:
+        guild = self.guilds[channel.guild_id]
+        if user.id not in guild.members:
+            raise ValueError(f"{user.name} is not a member of {guild.name}")
+        iid = snowflake()
+        token = f"aW50ZXJhY3Rpb246{iid}:{secrets.token_urlsafe(48)}"
+        member = guild.members[user.id].payload() | {
+            "permissions": str(guild.permissions_of(user.id))
+        }
+        payload: dict[str, Any] = {
+            "id": str(iid),
+            "application_id": str(self.application_id),
+            "type": kind,
+            "data": data,
+            "guild_id": str(guild.id),
+            "guild": {"id": str(guild.id), "locale": "en-US", "features": []},
+            "channel_id": str(channel.id),
+            "channel": channel.payload() | {"permissions": str(guild.permissions_of(user.id))},
+            "member": member,
+            "token": token,
+            "version": 1,
+            "app_permissions": str(guild.permissions_of(self.bot_user.id)),
+            "locale": "en-US",
+            "guild_locale": "en-US",
+            "entitlements": [],
+            "authorizing_integration_owners": {"0": str(guild.id)},
+            "context": 0,
+            "attachment_size_limit": guild.upload_limit,
+        }
+        interaction = ix.Interaction(iid, token, kind, user, channel, payload)
+        self.interactions[iid] = interaction
+        return interaction
+
+    def _command_interaction(
+        self,
+        kind: int,
+        user: User,
+        name: str,
+        values: dict[str, Any],
+        files: dict[str, StoredFile],
+        channel: Channel,
+        focused: str | None,
+    ) -> ix.Interaction:
+        command = ix.find_command(self.commands.get(channel.guild_id, []), name)
+        command = command or ix.find_command(self.commands.get(None, []), name)
+        if command is None:
+            raise LookupError(
+                f"/{name} is not registered for this application; the bot must sync its "
+                f"command tree first (await bot.tree.sync())"
+            )
+        resolved: dict[str, dict[str, Any]] = {}
+        options = ix.build_options(
+            command,
+            name.split()[1:],
+            values,
+            files,
+            focused=focused,
+            cdn_base=self.url,
+            resolved=resolved,
+        )
+        data: dict[str, Any] = {
+            "id": command["id"],
+            "name": command["name"],
+            "type": 1,
+            "options": options,
+        }
+        if resolved:
+            data["resolved"] = resolved
+        if command.get("guild_id"):
+            data["guild_id"] = command["guild_id"]
+        interaction = self._new_interaction(kind, user, channel, data)
+        self._dispatch_interaction(interaction)
+        return interaction
+
+    def _dispatch_interaction(self, interaction: ix.Interaction) -> None:
+        self.gateway.dispatch("INTERACTION_CREATE", interaction.payload)
+        self._notify()
+
+
+def _redact(data: dict[str, Any], bot: User) -> None:
+    mentioned = any(m["id"] == str(bot.id) for m in data.get("mentions", []))
+    if mentioned or data["author"]["id"] == str(bot.id):
+        return
+    data.update(content="", embeds=[], attachments=[], components=[])

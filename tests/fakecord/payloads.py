@@ -1,0 +1,289 @@
+"""Reading message and command payloads the way Discord does, with Discord's limits and errors.
+
+Checks are the ones a bot really trips over: empty messages, 2000-character content, embed
+limits, component layout and custom_id rules, attachment references, upload size (413/40005)
+and command-definition validity.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .state import Channel, Guild, Message, StoredFile
+
+if TYPE_CHECKING:
+    from .emulator import FakeDiscord
+
+# Flags a bot may set on a message: SUPPRESS_EMBEDS, EPHEMERAL, SUPPRESS_NOTIFICATIONS,
+# IS_COMPONENTS_V2.
+SETTABLE_FLAGS = (1 << 2) | (1 << 6) | (1 << 12) | (1 << 15)
+_COMMAND_NAME = re.compile(r"^[-_\w]{1,32}$")
+
+
+class ApiError(Exception):
+    """An error answer in Discord's JSON shape."""
+
+    def __init__(
+        self, status: int, code: int, message: str, errors: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(f"{status} {code} {message} {errors or ''}")
+        self.status, self.code, self.message, self.errors = status, code, message, errors
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"message": self.message, "code": self.code}
+        if self.errors:
+            body["errors"] = self.errors
+        return body
+
+
+def _invalid(field: str, reason: str) -> ApiError:
+    return ApiError(400, 50035, "Invalid Form Body", {field: {"_errors": [{"message": reason}]}})
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A `files[n]` part of a multipart request."""
+
+    index: int
+    filename: str
+    data: bytes
+
+
+def message_fields(
+    hub: FakeDiscord,
+    payload: dict[str, Any],
+    uploads: list[Upload],
+    guild: Guild,
+    channel: Channel,
+    *,
+    existing: Message | None,
+    partial: bool = False,
+) -> dict[str, Any]:
+    """The `Message` fields `payload` sets (all of them on create, only those given on edit)."""
+    for upload in uploads:
+        if len(upload.data) > guild.upload_limit:
+            raise ApiError(413, 40005, "Request entity too large")
+    if len(uploads) > 10:
+        raise _invalid("files", "Must be 10 or fewer in length.")
+    fields: dict[str, Any] = {}
+    if "content" in payload or not partial:
+        fields["content"] = payload.get("content") or ""
+    if "embeds" in payload or not partial:
+        fields["embeds"] = list(payload.get("embeds") or [])
+    elif "embed" in payload:
+        fields["embeds"] = [payload["embed"]] if payload["embed"] else []
+    if "components" in payload or not partial:
+        fields["components"] = list(payload.get("components") or [])
+    if "flags" in payload or not partial:
+        flags = int(payload.get("flags") or 0)
+        if flags & ~SETTABLE_FLAGS:
+            raise _invalid("flags", f"flags {flags} cannot be set by a bot")
+        keep = existing.flags & ~SETTABLE_FLAGS if existing is not None else 0
+        fields["flags"] = keep | flags
+    if "attachments" in payload or uploads or not partial:
+        kept = existing.files if existing is not None else []
+        fields["files"] = apply_attachments(hub, payload, uploads, kept, channel)
+    if not partial:
+        reference = _reference(hub, payload.get("message_reference"), channel)
+        fields["reference"] = reference
+        fields["type"] = 19 if reference is not None else 0
+    if "embeds" in fields:
+        fields["embeds"] = _resolve_attachment_urls(hub, fields["embeds"], fields.get("files"))
+    _check(fields, existing)
+    return fields
+
+
+def apply_attachments(
+    hub: FakeDiscord,
+    payload: dict[str, Any],
+    uploads: list[Upload],
+    kept: list[StoredFile],
+    channel: Channel,
+) -> list[StoredFile]:
+    """Discord's rule: `attachments` lists what stays (existing ids) and describes new files
+    (ids that are `files[n]` indexes); without the key, old files stay and new ones append."""
+    by_index = {u.index: u for u in uploads}
+    entries = payload.get("attachments")
+    if entries is None:
+        return list(kept) + [hub.store_upload(u.filename, u.data, channel.id) for u in uploads]
+    existing = {str(f.id): f for f in kept}
+    result: list[StoredFile] = []
+    used: set[int] = set()
+    for entry in entries:
+        key = str(entry.get("id"))
+        if key in existing:
+            result.append(existing[key])
+            continue
+        if not key.isdigit() or int(key) not in by_index:
+            raise _invalid("attachments", f"unknown attachment id {key}")
+        upload = by_index[int(key)]
+        used.add(upload.index)
+        result.append(
+            hub.store_upload(
+                entry.get("filename") or upload.filename,
+                upload.data,
+                channel.id,
+                description=entry.get("description"),
+            )
+        )
+    for upload in uploads:
+        if upload.index not in used:
+            result.append(hub.store_upload(upload.filename, upload.data, channel.id))
+    return result
+
+
+def _reference(hub: FakeDiscord, ref: dict[str, Any] | None, channel: Channel) -> Message | None:
+    if not ref:
+        return None
+    target = hub.messages.get(int(ref.get("message_id", 0)))
+    if target is None or target.deleted or target.channel_id != channel.id:
+        if ref.get("fail_if_not_exists", True):
+            raise _invalid("message_reference", "Unknown message")
+        return None
+    return target
+
+
+def _resolve_attachment_urls(
+    hub: FakeDiscord, embeds: list[dict[str, Any]], files: list[StoredFile] | None
+) -> list[dict[str, Any]]:
+    """`attachment://name` in an embed image or thumbnail becomes that file's CDN url."""
+    by_name = {f.filename: f for f in files or []}
+    resolved = []
+    for embed in embeds:
+        embed = dict(embed)
+        for key in ("image", "thumbnail"):
+            url = (embed.get(key) or {}).get("url", "")
+            if url.startswith("attachment://") and url[13:] in by_name:
+                stored = by_name[url[13:]].payload(hub.url)
+                embed[key] = embed[key] | {
+                    "url": stored["url"],
+                    "proxy_url": stored["proxy_url"],
+                    "width": stored.get("width"),
+                    "height": stored.get("height"),
+                }
+        resolved.append(embed)
+    return resolved
+
+
+def _check(fields: dict[str, Any], existing: Message | None) -> None:
+    def final(key: str, attr: str) -> Any:
+        return fields[key] if key in fields else getattr(existing, attr, None)
+
+    content = final("content", "content") or ""
+    embeds = final("embeds", "embeds") or []
+    components = final("components", "components") or []
+    files = final("files", "files") or []
+    if len(content) > 2000:
+        raise _invalid("content", "Must be 2000 or fewer in length.")
+    if not (content or embeds or components or files):
+        raise ApiError(400, 50006, "Cannot send an empty message")
+    _check_embeds(embeds)
+    _check_components(
+        components,
+        bool(final("flags", "flags") or 0) and bool((final("flags", "flags") or 0) & (1 << 15)),
+    )
+
+
+def _check_embeds(embeds: list[dict[str, Any]]) -> None:
+    if len(embeds) > 10:
+        raise _invalid("embeds", "Must be 10 or fewer in length.")
+    total = 0
+    for i, embed in enumerate(embeds):
+        limits = {"title": 256, "description": 4096}
+        for key, most in limits.items():
+            text = embed.get(key) or ""
+            total += len(text)
+            if len(text) > most:
+                raise _invalid(f"embeds.{i}.{key}", f"Must be {most} or fewer in length.")
+        fields = embed.get("fields") or []
+        if len(fields) > 25:
+            raise _invalid(f"embeds.{i}.fields", "Must be 25 or fewer in length.")
+        for j, field in enumerate(fields):
+            if not field.get("name") or not field.get("value"):
+                raise _invalid(f"embeds.{i}.fields.{j}", "This field is required")
+            if len(field["name"]) > 256 or len(field["value"]) > 1024:
+                raise _invalid(f"embeds.{i}.fields.{j}", "Field name or value too long.")
+            total += len(field["name"]) + len(field["value"])
+        footer = (embed.get("footer") or {}).get("text") or ""
+        author = (embed.get("author") or {}).get("name") or ""
+        if len(footer) > 2048 or len(author) > 256:
+            raise _invalid(f"embeds.{i}", "Footer or author too long.")
+        total += len(footer) + len(author)
+    if total > 6000:
+        raise _invalid("embeds", "Embed size exceeds maximum size of 6000")
+
+
+def _check_components(components: list[dict[str, Any]], v2: bool) -> None:
+    if not v2 and len(components) > 5:
+        raise _invalid("components", "Must be 5 or fewer in length.")
+    seen: set[str] = set()
+
+    def walk(items: list[dict[str, Any]], where: str) -> None:
+        for i, item in enumerate(items):
+            path = f"{where}.{i}"
+            if item.get("type") == 1:
+                children = item.get("components") or []
+                if not 1 <= len(children) <= 5:
+                    raise _invalid(path, "An action row holds 1 to 5 components.")
+            if item.get("type") == 2:
+                _check_button(item, path)
+            custom_id = item.get("custom_id")
+            if custom_id is not None:
+                if not 1 <= len(custom_id) <= 100:
+                    raise _invalid(f"{path}.custom_id", "Must be between 1 and 100 in length.")
+                if custom_id in seen:
+                    raise _invalid(f"{path}.custom_id", "Component custom id cannot be duplicated")
+                seen.add(custom_id)
+            walk(item.get("components") or [], f"{path}.components")
+            if "accessory" in item:
+                walk([item["accessory"]], f"{path}.accessory")
+
+    walk(components, "components")
+
+
+def _check_button(button: dict[str, Any], path: str) -> None:
+    style = button.get("style")
+    if style == 5:
+        if not button.get("url") or "custom_id" in button:
+            raise _invalid(path, "A link button has a url and no custom_id.")
+    elif style != 6 and not button.get("custom_id"):
+        raise _invalid(f"{path}.custom_id", "This field is required")
+    if len(button.get("label") or "") > 80:
+        raise _invalid(f"{path}.label", "Must be 80 or fewer in length.")
+
+
+def check_command(body: dict[str, Any]) -> None:
+    """Reject command definitions Discord would reject (names, descriptions, option order)."""
+    name = body.get("name", "")
+    kind = body.get("type", 1)
+    if kind == 1 and (not _COMMAND_NAME.match(name) or name != name.lower()):
+        raise _invalid("name", f"Invalid command name {name!r}")
+    if kind == 1 and not 1 <= len(body.get("description", "")) <= 100:
+        raise _invalid("description", f"/{name}: description must be 1-100 characters")
+    _check_options(body.get("options") or [], name)
+
+
+def _check_options(options: list[dict[str, Any]], where: str) -> None:
+    if len(options) > 25:
+        raise _invalid("options", f"{where}: at most 25 options")
+    optional_seen = False
+    for option in options:
+        name = option.get("name", "")
+        if not _COMMAND_NAME.match(name) or name != name.lower():
+            raise _invalid("options", f"{where}: invalid option name {name!r}")
+        if not 1 <= len(option.get("description", "")) <= 100:
+            raise _invalid("options", f"{where} {name}: description must be 1-100 characters")
+        if option.get("type") in (1, 2):
+            _check_options(option.get("options") or [], f"{where} {name}")
+            continue
+        if option.get("required"):
+            if optional_seen:
+                raise _invalid("options", f"{where}: required option {name!r} after optional")
+        else:
+            optional_seen = True
+        if len(option.get("choices") or []) > 25:
+            raise _invalid("options", f"{where} {name}: at most 25 choices")
+        if option.get("autocomplete") and option.get("choices"):
+            raise _invalid("options", f"{where} {name}: autocomplete cannot have choices")
