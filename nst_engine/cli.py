@@ -27,7 +27,6 @@ from PIL import Image
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as ProgressBar
-from rich.table import Table
 
 from nst_engine import api, gallery, images, styles
 
@@ -243,7 +242,7 @@ def _stylize(args: argparse.Namespace, err: Console, out: Console) -> int:
     def on_snapshot(step: int, img: Image.Image) -> None:
         path = _snapshot_path(output, step)
         _save_image(img, path)
-        bar.console.print(f"saved step {step}: {path}")
+        bar.console.print(f"saved step {step}: {path}", markup=False, soft_wrap=True)
 
     try:
         with bar:
@@ -266,22 +265,20 @@ def _stylize(args: argparse.Namespace, err: Console, out: Console) -> int:
     out.print(
         f"Saved {output} ({result.width}×{result.height}, {result.iterations} steps "
         f"in {result.seconds:.1f} s on {result.device})",
+        markup=False,
         highlight=False,
+        soft_wrap=True,
     )
     return 0
 
 
 def _list_styles(out: Console) -> int:
-    table = Table(title="Built-in styles")
-    table.add_column("name", no_wrap=True, style="bold")
-    table.add_column("title")
-    table.add_column("artist")
-    table.add_column("year", no_wrap=True)
-    table.add_column("description")
+    width = max(len(name) for name in styles.names()) + 2
     for name in styles.names():
         s = styles.get(name)
-        table.add_row(s.name, s.title, s.artist, s.year, s.description)
-    out.print(table)
+        heading = f"[bold]{s.name:<{width}}[/bold]{s.title} — {s.artist}, {s.year}"
+        out.print(heading, highlight=False, soft_wrap=True)
+        out.print(f"{'':<{width}}{s.description}", highlight=False, soft_wrap=True, style="dim")
     return 0
 
 
@@ -293,7 +290,8 @@ def _gallery(args: argparse.Namespace, out: Console) -> int:
     _check_writable(output)
     sheet = gallery.contact_sheet(args.thumb)
     _save_image(sheet, output)
-    out.print(f"Saved {output} ({sheet.width}×{sheet.height})", highlight=False)
+    saved = f"Saved {output} ({sheet.width}×{sheet.height})"
+    out.print(saved, markup=False, highlight=False, soft_wrap=True)
     return 0
 
 
