@@ -127,6 +127,7 @@ class Gateway:
         self.hub = hub
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self.sessions: dict[str, Session] = {}
+        self.transports: list[str] = []  # the `compress` each connection asked for ("" = none)
         self._open = asyncio.Event()
         self._open.set()
         self._reopen: asyncio.TimerHandle | None = None
@@ -184,6 +185,7 @@ class Gateway:
         if request.query.get("encoding", "json") != "json":
             await ws.close(code=DECODE_ERROR, message=b"only encoding=json is emulated")
             return ws
+        self.transports.append(request.query.get("compress", ""))
         conn = Connection(ws, request.query.get("compress"), self.hub.latency)
         conn.send({"op": HELLO, "d": {"heartbeat_interval": self.heartbeat_interval_ms}})
         session: Session | None = None

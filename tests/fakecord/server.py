@@ -221,6 +221,10 @@ async def _answer(
         response = _json(err.body(), status=err.status)
     except web.HTTPException as err:
         response = _json_error(err.status, 0, f"{err.status}: {err.reason}")
+    except Exception as err:
+        # An emulator bug: answer 400 (a 500 would make discord.py retry for half a minute).
+        log.exception("fakecord failed on %s %s", request.method, route)
+        response = _json_error(400, 0, f"fakecord bug: {err!r}")
     response.headers.update(headers)
     return response
 
@@ -555,6 +559,7 @@ class Rest:
             fields: dict[str, Any] = {"flags": LOADING | (int(data.get("flags", 0)) & EPHEMERAL)}
         else:
             fields = message_fields(self.hub, data, uploads, guild, channel, existing=None)
+            del fields["reference"], fields["type"]  # interaction answers are never replies
         metadata: dict[str, Any] = {
             "id": str(interaction.id),
             "type": interaction.type,

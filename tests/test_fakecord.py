@@ -1,0 +1,292 @@
+"""The emulator against the real discord.py client: handshake, messages, files, interactions,
+resume, rate limits and upload limits. The bots here are tiny clients defined in the tests."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import zlib
+from collections.abc import AsyncIterator, Callable
+
+import discord
+import pytest
+from discord import app_commands
+from PIL import Image
+
+from tests.fakecord import FakeDiscord
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def png(width: int, height: int, color: tuple[int, int, int] = (200, 40, 40)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+class Recorder(discord.Client):
+    """A client that keeps every gateway event the tests look at."""
+
+    def __init__(self) -> None:
+        intents = discord.Intents.default()
+        intents.message_content = True
+        super().__init__(intents=intents, guild_ready_timeout=0.1)
+        self.tree = app_commands.CommandTree(self)
+        self.seen: list[discord.Message] = []
+        self.edits: list[discord.RawMessageUpdateEvent] = []
+        self.resumed = asyncio.Event()
+        self.on_user_message: Callable[[discord.Message], object] | None = None
+
+    async def on_message(self, message: discord.Message) -> None:
+        self.seen.append(message)
+        if self.on_user_message is not None and not message.author.bot:
+            await self.on_user_message(message)  # type: ignore[misc]
+
+    async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
+        self.edits.append(payload)
+
+    async def on_resumed(self) -> None:
+        self.resumed.set()
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeDiscord]:
+    async with FakeDiscord() as fake:
+        yield fake
+
+
+async def run(fake: FakeDiscord, client: Recorder) -> asyncio.Task[None]:
+    await client.login(fake.token)
+    task = asyncio.create_task(client.connect(reconnect=True))
+    await asyncio.wait_for(client.wait_until_ready(), 10)
+    return task
+
+
+async def stop(client: Recorder, task: asyncio.Task[None]) -> None:
+    await client.close()
+    await asyncio.wait_for(task, 5)
+
+
+async def test_client_identifies_and_sees_the_guild(fake: FakeDiscord) -> None:
+    client = Recorder()
+    task = await run(fake, client)
+    try:
+        assert fake.gateway_ops[0] == "IDENTIFY"
+        assert fake.gateway.transports == ["zstd-stream"]
+        assert client.user is not None and client.user.id == fake.bot_user.id
+        guild = client.get_guild(fake.guild.id)
+        assert guild is not None and guild.name == fake.guild.name
+        assert {c.name for c in guild.text_channels} == {"general", "art"}
+        assert guild.get_role(fake.guild.roles[1].id).permissions.administrator
+        routes = {(r.method, r.route) for r in fake.requests}
+        assert ("GET", "/users/@me") in routes
+        assert ("GET", "/oauth2/applications/@me") in routes
+    finally:
+        await stop(client, task)
+
+
+async def test_zlib_stream_transport(fake: FakeDiscord, monkeypatch: pytest.MonkeyPatch) -> None:
+    class ZlibStream:
+        """discord.py's zlib-stream reader (used when zstandard is not installed)."""
+
+        COMPRESSION_TYPE = "zlib-stream"
+
+        def __init__(self) -> None:
+            self.buffer = bytearray()
+            self.context = zlib.decompressobj()
+
+        def decompress(self, data: bytes) -> str | None:
+            self.buffer.extend(data)
+            if data[-4:] != b"\x00\x00\xff\xff":
+                return None
+            text = self.context.decompress(bytes(self.buffer)).decode()
+            self.buffer.clear()
+            return text
+
+    monkeypatch.setattr(discord.utils, "_ActiveDecompressionContext", ZlibStream)
+    client = Recorder()
+    task = await run(fake, client)
+    try:
+        alice = fake.add_user("alice")
+        await fake.post(alice, "over zlib")
+        await fake.wait_for(lambda: [m for m in client.seen if m.content == "over zlib"], 5)
+        assert fake.gateway.transports == ["zlib-stream"]
+    finally:
+        await stop(client, task)
+
+
+async def test_message_with_attachment_reply_file_and_edit(fake: FakeDiscord) -> None:
+    client = Recorder()
+    photo = png(96, 64)
+    upload = png(32, 32, (0, 90, 255))
+
+    async def answer(message: discord.Message) -> None:
+        attachment = message.attachments[0]
+        data = await attachment.read()
+        assert data == photo
+        file = discord.File(io.BytesIO(upload), "answer.png")
+        sent = await message.reply(f"got {attachment.width}x{attachment.height}", file=file)
+        await sent.edit(content="edited", attachments=[])
+        await sent.edit(attachments=[discord.File(io.BytesIO(b"second"), "b.txt")])
+
+    client.on_user_message = answer
+    task = await run(fake, client)
+    try:
+        alice = fake.add_user("alice")
+        posted = await fake.post(alice, "look", files=[("cat.png", photo)])
+        reply = await fake.wait_for(
+            lambda: next((m for m in fake.replies_to(posted) if len(m.edits) == 2), None), 10
+        )
+        seen = next(m for m in client.seen if m.id == posted.id)
+        attachment = seen.attachments[0]
+        assert (attachment.width, attachment.height, attachment.size) == (96, 64, len(photo))
+        assert attachment.content_type == "image/png" and attachment.filename == "cat.png"
+        assert reply.author is fake.bot_user and reply.reference is posted
+        first, after_text, after_file = reply.revisions
+        assert first.content == "got 96x64" and first.files[0].data == upload
+        assert after_text.content == "edited" and after_text.files == []
+        assert [f.data for f in after_file.files] == [b"second"] and reply.content == "edited"
+        await fake.wait_for(lambda: len([e for e in client.edits if e.message_id == reply.id]), 5)
+        bot_copy = next(m for m in client.seen if m.id == reply.id)
+        assert bot_copy.reference is not None and bot_copy.reference.message_id == posted.id
+    finally:
+        await stop(client, task)
+
+
+async def test_content_is_redacted_without_the_intent_unless_mentioned(fake: FakeDiscord) -> None:
+    client = Recorder()
+    client._connection._intents.message_content = False
+    task = await run(fake, client)
+    try:
+        alice = fake.add_user("alice")
+        await fake.post(alice, "secret", files=[("a.png", png(8, 8))])
+        await fake.post(alice, f"{fake.bot_user.mention} hello", files=[("b.png", png(8, 8))])
+        await fake.wait_for(lambda: len(client.seen) == 2, 5)
+        hidden, mentioned = client.seen
+        assert hidden.content == "" and hidden.attachments == []
+        assert mentioned.content.endswith("hello") and len(mentioned.attachments) == 1
+    finally:
+        await stop(client, task)
+
+
+async def test_slash_command_button_and_autocomplete(fake: FakeDiscord) -> None:
+    client = Recorder()
+
+    class Again(discord.ui.View):
+        @discord.ui.button(label="Again", custom_id="again:1")
+        async def again(self, interaction: discord.Interaction, _: discord.ui.Button) -> None:
+            await interaction.response.send_message("only you", ephemeral=True)
+
+    @client.tree.command(description="Echo a picture")
+    @app_commands.describe(photo="a picture", word="a word")
+    async def echo(interaction: discord.Interaction, photo: discord.Attachment, word: str) -> None:
+        await interaction.response.defer(thinking=True)
+        data = await photo.read()
+        file = discord.File(io.BytesIO(data), "echo.png")
+        await interaction.followup.send(f"{word} {photo.width}", file=file, view=Again())
+
+    @echo.autocomplete("word")
+    async def words(_: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        return [app_commands.Choice(name=w, value=w) for w in ("starry", "scream") if current in w]
+
+    task = await run(fake, client)
+    try:
+        await client.tree.sync()
+        alice, bob = fake.add_user("alice"), fake.add_user("bob")
+        assert await fake.autocomplete(alice, "echo", {"word": "sc"}, focused="word") == [
+            {"name": "scream", "value": "scream"}
+        ]
+        photo = png(40, 30)
+        used = await fake.slash(alice, "echo", {"word": "hi"}, files={"photo": ("p.png", photo)})
+        result = await fake.wait_for(
+            lambda: used.original if used.original and used.original.files else None, 10
+        )
+        assert used.deferred and not used.ephemeral
+        assert result.content == "hi 40" and result.files[0].data == photo
+        assert result.custom_ids() == ["again:1"]
+        assert result.interaction_metadata["user"]["id"] == str(alice.id)
+
+        clicked = await fake.click(bob, result, "again:1")
+        await fake.wait_for(lambda: clicked.responded, 5)
+        assert clicked.ephemeral and clicked.original.content == "only you"
+        with pytest.raises(ValueError):
+            await fake.click(bob, result, "no-such-button")
+        with pytest.raises(LookupError):
+            await fake.slash(alice, "never-synced")
+    finally:
+        await stop(client, task)
+
+
+async def test_dropped_gateway_resumes_and_replays_missed_events(fake: FakeDiscord) -> None:
+    client = Recorder()
+    task = await run(fake, client)
+    try:
+        alice = fake.add_user("alice")
+        await fake.drop_gateway(4000, down_for=0.5)
+        missed = [await fake.post(alice, f"while down {i}") for i in range(3)]
+        await asyncio.wait_for(client.resumed.wait(), 10)
+        await fake.wait_for(lambda: len(client.seen) == 3, 5)
+        assert [m.id for m in client.seen] == [m.id for m in missed]
+        assert fake.gateway_ops.count("IDENTIFY") == 1 and "RESUME" in fake.gateway_ops
+        fake.request_reconnect()
+        await fake.wait_for(lambda: fake.gateway_ops.count("RESUME") == 2, 10)
+        await fake.post(alice, "after reconnect")
+        await fake.wait_for(lambda: len(client.seen) == 4, 5)
+    finally:
+        await stop(client, task)
+
+
+async def test_429_on_message_create_is_waited_out_and_retried(fake: FakeDiscord) -> None:
+    client = Recorder()
+    task = await run(fake, client)
+    try:
+        fake.fail_next("POST /channels/{channel_id}/messages", status=429, retry_after=0.3)
+        channel = client.get_channel(fake.channel.id)
+        sent = await channel.send("through the limit")
+        assert fake.messages[sent.id].content == "through the limit"
+        answers = [r for r in fake.requests if r.route == "/channels/{channel_id}/messages"]
+        assert [r.status for r in answers] == [429, 200]
+        assert answers[1].at - answers[0].at >= 0.3
+    finally:
+        await stop(client, task)
+
+
+async def test_upload_over_the_guild_limit_gets_413(fake: FakeDiscord) -> None:
+    client = Recorder()
+    task = await run(fake, client)
+    try:
+        fake.set_upload_limit(fake.guild, 1000)
+        channel = client.get_channel(fake.channel.id)
+        with pytest.raises(discord.HTTPException) as info:
+            await channel.send(file=discord.File(io.BytesIO(b"x" * 1001), "big.bin"))
+        assert info.value.status == 413 and info.value.code == 40005
+        small = await channel.send(file=discord.File(io.BytesIO(b"x" * 1000), "ok.bin"))
+        assert fake.messages[small.id].files[0].size == 1000
+        with pytest.raises(discord.HTTPException) as empty:
+            await channel.send("")
+        assert empty.value.code == 50006
+    finally:
+        await stop(client, task)
+
+
+async def test_late_interaction_answer_is_unknown(fake: FakeDiscord) -> None:
+    fake.interaction_deadline = 0.2
+    client = Recorder()
+    failures: list[discord.NotFound] = []
+
+    @client.tree.command(description="Too slow")
+    async def slow(interaction: discord.Interaction) -> None:
+        await asyncio.sleep(0.4)
+        try:
+            await interaction.response.send_message("late")
+        except discord.NotFound as err:
+            failures.append(err)
+
+    task = await run(fake, client)
+    try:
+        await client.tree.sync()
+        used = await fake.slash(fake.owner, "slow")
+        await fake.wait_for(lambda: failures, 5)
+        assert failures[0].code == 10062 and not used.responded
+    finally:
+        await stop(client, task)
