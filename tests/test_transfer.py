@@ -1,0 +1,211 @@
+"""stylize() end to end on tiny images with the real weights, and the pieces it is built from."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from nst_engine import images, styles
+from nst_engine.api import Cancelled, InputError, Progress, StyleRequest, StyleSource
+from nst_engine.color import rgb_to_ycbcr
+from nst_engine.losses import STYLE_SCALE, blend_styles, gram
+from nst_engine.schedule import plan
+from nst_engine.targets import TargetCache
+from nst_engine.transfer import stylize
+from nst_engine.vgg import STYLE_LAYERS
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+STARRY = StyleSource(name="starry-night")
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def content() -> bytes:
+    """chelsea.png at 96 px: a small photo with strong colours."""
+    img = images.decode((SAMPLES / "chelsea.png").read_bytes())
+    return _png(images.fit_long_side(img, 96))
+
+
+def _run(content: bytes, *sources: StyleSource, **knobs) -> tuple[Image.Image, list[Progress]]:
+    knobs.setdefault("size", 64)
+    knobs.setdefault("iterations", 6)
+    events: list[Progress] = []
+    result = stylize(
+        StyleRequest(content=content, styles=sources or (STARRY,), **knobs),
+        device="cpu",
+        on_progress=events.append,
+    )
+    img = images.decode(result.image)
+    assert (img.width, img.height) == (result.width, result.height)
+    assert result.iterations == knobs["iterations"] == events[-1].step
+    return img, events
+
+
+def _chroma(img: Image.Image) -> torch.Tensor:
+    return rgb_to_ycbcr(images.to_tensor(img))[:, 1:]
+
+
+def test_a_few_iterations_lower_the_loss(content: bytes) -> None:
+    img, events = _run(content, iterations=12)
+    assert max(img.size) == 64
+    first, last = events[0].losses, events[-1].losses
+    assert last["total"] < 0.5 * first["total"]
+    assert last["style"] < first["style"]
+    assert [e.step for e in events] == list(range(1, 13))
+    assert all(e.total_steps == 12 for e in events)
+
+
+def test_style_of_another_size_and_aspect(content: bytes) -> None:
+    tall = styles.image("the-scream").crop((0, 0, 60, 200))
+    img, events = _run(content, StyleSource(image=_png(tall)), size=80)
+    assert img.size == (80, 53)  # the content's aspect, not the style's
+    assert events[-1].losses["total"] < events[0].losses["total"]
+
+
+def test_blend_folds_weighted_styles_into_one_target() -> None:
+    """k·‖G − Ḡ‖² differs from Σ wₛ·‖G − Gₛ‖²/‖Gₛ‖² by a constant only."""
+    torch.manual_seed(0)
+    layers = list(STYLE_LAYERS)
+
+    def random_grams() -> dict[str, torch.Tensor]:
+        return {layer: gram(torch.rand(1, 8, 6, 5)) for layer in layers}
+
+    grams = [random_grams(), random_grams()]
+    weights = [1.0, 3.0]
+    targets, layer_weights = blend_styles(grams, weights, strength=2.0)
+    scale = 2.0 * STYLE_SCALE / len(layers)
+
+    def blended(x: dict[str, torch.Tensor]) -> float:
+        return sum(layer_weights[k] * (x[k] - targets[k]).square().sum().item() for k in layers)
+
+    def separate(x: dict[str, torch.Tensor]) -> float:
+        return scale * sum(
+            w / sum(weights) * ((x[k] - gs[k]).square().sum() / gs[k].square().sum()).item()
+            for gs, w in zip(grams, weights, strict=True)
+            for k in layers
+        )
+
+    a, b = random_grams(), random_grams()
+    assert blended(a) - blended(b) == pytest.approx(separate(a) - separate(b), rel=1e-4)
+
+
+def test_two_blended_styles(content: bytes) -> None:
+    more_starry, starry_events = _run(content, STARRY, StyleSource(name="great-wave", weight=0.2))
+    more_wave, wave_events = _run(content, STARRY, StyleSource(name="great-wave", weight=5.0))
+    for events in (starry_events, wave_events):
+        assert events[-1].losses["style"] < events[0].losses["style"]
+    assert more_starry.size == more_wave.size
+    assert more_starry.tobytes() != more_wave.tobytes()
+
+
+def test_keep_colours_keeps_the_photos_chroma(content: bytes) -> None:
+    photo = images.decode(content).resize((64, 43), Image.Resampling.LANCZOS)
+    kept, _ = _run(content, preserve_colors=True, iterations=10)
+    free, _ = _run(content, preserve_colors=False, iterations=10)
+    kept_err = (_chroma(kept) - _chroma(photo)).abs().mean().item()
+    free_err = (_chroma(free) - _chroma(photo)).abs().mean().item()
+    assert kept_err < 0.005
+    assert kept_err < 0.1 * free_err
+
+
+def test_stop_flag_stops_within_one_step(content: bytes) -> None:
+    seen: list[int] = []
+    stop = False
+
+    def on_progress(p: Progress) -> None:
+        nonlocal stop
+        seen.append(p.step)
+        stop = p.step >= 2
+
+    with pytest.raises(Cancelled):
+        stylize(
+            StyleRequest(content=content, styles=(STARRY,), size=64, iterations=50),
+            device="cpu",
+            on_progress=on_progress,
+            should_stop=lambda: stop,
+        )
+    assert seen == [1, 2]
+
+
+def test_seed_reproduces_on_cpu(content: bytes) -> None:
+    a, _ = _run(content, seed=7, iterations=3)
+    b, _ = _run(content, seed=7, iterations=3)
+    c, _ = _run(content, seed=8, iterations=3)
+    assert a.tobytes() == b.tobytes()
+    assert a.tobytes() != c.tobytes()
+
+
+def test_previews_at_scale_boundaries_and_snapshots(content: bytes) -> None:
+    events: list[Progress] = []
+    snaps: list[tuple[int, tuple[int, int]]] = []
+    stylize(
+        StyleRequest(content=content, styles=(STARRY,), size=128, quality="draft", iterations=4),
+        device="cpu",
+        on_progress=events.append,
+        preview_interval=3600,
+        on_snapshot=lambda step, img: snaps.append((step, img.size)),
+        snapshot_every=2,
+    )
+    assert [(e.scale, e.scales) for e in events] == [(1, 2), (1, 2), (1, 2), (2, 2)]
+    with_preview = [e.step for e in events if e.preview is not None]
+    assert with_preview == [3, 4]  # the end of each scale
+    for e in events:
+        if e.preview is not None:
+            preview = Image.open(io.BytesIO(e.preview))
+            assert preview.format == "JPEG" and max(preview.size) <= 256
+    assert snaps == [(2, (96, 64)), (4, (128, 85))]
+    assert events[-1].eta == 0.0
+
+
+@pytest.mark.parametrize(
+    ("content_bytes", "sources", "message"),
+    [
+        (b"", (STARRY,), "empty"),
+        (b"hello, this is text", (STARRY,), "image"),
+        (None, (StyleSource(name="stary-night"),), "starry-night"),
+        (None, (StyleSource(image=b"GIF89a\x01"),), "image"),
+    ],
+)
+def test_bad_input_is_an_input_error(
+    content: bytes, content_bytes: bytes | None, sources: tuple[StyleSource, ...], message: str
+) -> None:
+    request = StyleRequest(
+        content=content if content_bytes is None else content_bytes, styles=sources
+    )
+    with pytest.raises(InputError, match=message):
+        stylize(request, device="cpu")
+
+
+def test_truncated_content_is_an_input_error(content: bytes) -> None:
+    with pytest.raises(InputError):
+        stylize(StyleRequest(content=content[: len(content) // 2], styles=(STARRY,)), device="cpu")
+
+
+def test_plan_goes_coarse_to_fine_and_honours_iterations() -> None:
+    scales = plan(640, 480, 512, "standard")
+    sides = [max(s.width, s.height) for s in scales]
+    assert sides == sorted(sides) and sides[-1] == 512
+    assert (scales[-1].width, scales[-1].height) == (512, 384)
+    for n in (1, 2, 3, 7, 300):
+        assert sum(s.steps for s in plan(640, 480, 512, "high", n)) == n
+        assert all(s.steps >= 1 for s in plan(640, 480, 512, "high", n))
+
+
+def test_target_cache_survives_on_disk(tmp_path: Path) -> None:
+    grams = {"relu1_1": torch.rand(1, 4, 4)}
+    TargetCache(directory=tmp_path).put("udnie", 10, 12, grams)
+    fresh = TargetCache(directory=tmp_path)
+    loaded = fresh.get("udnie", 10, 12, torch.device("cpu"))
+    assert loaded is not None
+    torch.testing.assert_close(loaded["relu1_1"], grams["relu1_1"])
+    assert fresh.get("udnie", 12, 10, torch.device("cpu")) is None
+    assert TargetCache().get("udnie", 10, 12, torch.device("cpu")) is None
