@@ -147,39 +147,36 @@ def decode(data: bytes, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIX
         img = _open(data, max_bytes, max_pixels)
         try:
             img.load()
-            oriented = ImageOps.exif_transpose(img)
-            rgb = _to_rgb(oriented)
+            ImageOps.exif_transpose(img, in_place=True)
+            rgb = _to_rgb(img)
         except InputError:
+            img.close()
             raise
         except _DECODE_ERRORS as exc:
+            img.close()
             log.debug("refused an image at decode: %r", exc)
             raise InputError(DAMAGED) from None
-        finally:
-            img.close()
+    if rgb is not img:
+        img.close()
     rgb.info.clear()
     return rgb
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
-    """Any Pillow mode to RGB; transparent pixels become white."""
+    """Any mode as RGB, transparent pixels made white; `img` itself when already plain RGB."""
     mode = img.mode
+    if mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
     if mode == "RGB":
-        return img.copy()
+        return img
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         # 16-bit greys: scale 0..65535 down to 0..255 instead of clipping everything to white.
         wide = img if mode == "I" else img.convert("I")
         return wide.point(lambda v: v * (1 / 256)).convert("L").convert("RGB")
     if mode == "F":
         raise InputError(UNREADABLE)
-    has_alpha = (
-        mode in ("RGBA", "RGBa", "LA", "La", "PA")
-        or (mode == "P" and "transparency" in img.info)
-        or (mode in ("L", "RGB") and "transparency" in img.info)
-    )
-    if has_alpha:
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
     return img.convert("RGB")
 
 
@@ -244,7 +241,9 @@ def encode(img: Image.Image, fmt: str = "PNG", *, quality: int = 95) -> bytes:
     fmt = fmt.upper()
     if fmt not in ENCODE_FORMATS:
         raise ValueError(f"can't encode {fmt!r}; use one of {', '.join(ENCODE_FORMATS)}")
-    clean = _to_rgb(img) if img.mode != "RGB" else img.copy()
+    clean = _to_rgb(img)
+    if clean is img:
+        clean = img.copy()
     clean.info.clear()
     out = io.BytesIO()
     if fmt == "PNG":

@@ -250,3 +250,11 @@ def test_tensor_round_trip() -> None:
     assert images.from_tensor(t).tobytes() == img.tobytes()
     assert images.from_tensor(torch.full((3, 4, 4), 2.0)).getpixel((0, 0)) == (255, 255, 255)
     assert images.from_tensor(torch.full((3, 4, 4), -1.0)).getpixel((0, 0)) == (0, 0, 0)
+
+
+def test_colour_key_transparency_becomes_white() -> None:
+    img = Image.new("RGB", (32, 32), (0, 255, 0))
+    img.paste((200, 10, 10), (16, 0, 32, 32))
+    decoded = images.decode(_encode(img, "PNG", transparency=(0, 255, 0)))
+    assert decoded.getpixel((4, 4)) == (255, 255, 255)
+    assert decoded.getpixel((24, 4)) == (200, 10, 10)
