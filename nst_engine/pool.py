@@ -63,9 +63,16 @@ class PoolJob:
     `worker_pid` is the process running (or that last ran) the job, for logs and diagnostics.
     """
 
-    def __init__(self, engine: ProcessPoolEngine, job_id: str, request: StyleRequest) -> None:
+    def __init__(
+        self,
+        engine: ProcessPoolEngine,
+        job_id: str,
+        request: StyleRequest,
+        timeout: float | None,
+    ) -> None:
         self.id = job_id
         self.request = request
+        self.timeout = timeout
         self.worker_pid: int | None = None
         self.crashes = 0
         self._engine = engine
@@ -136,6 +143,7 @@ class _Worker:
     stop: Any  # RawValue('q'): the seq the worker should stop
     exited: asyncio.Future[int | None]
     ready: bool = False
+    killed: bool = False  # by the pool; the exit is still to come
     failure: str | None = None
     job: PoolJob | None = None
     seq: int = 0
@@ -144,6 +152,11 @@ class _Worker:
     @property
     def pid(self) -> int | None:
         return self.process.pid
+
+    @property
+    def serving(self) -> bool:
+        """Loaded and not condemned: counts towards the pool's strength."""
+        return self.ready and not self.killed
 
     def clear_timers(self) -> None:
         for timer in self.timers:
@@ -159,7 +172,8 @@ class ProcessPoolEngine:
     cores between them (torch threads = cores // workers, at least 1).
     devices: torch device names ("cuda:0", "cpu"); None detects them (see module docstring).
     job_timeout: seconds one attempt of a job may run on a worker (queue time not counted);
-    None for no limit. The job then fails with JobTimeout.
+    None for no limit; `submit(..., timeout=)` overrides it per job. A job past its limit fails
+    with JobTimeout.
     preview_interval: seconds between the small JPEG previews in progress events.
     stop_grace: seconds a worker gets to stop a cancelled or timed-out job (and, in close(), to
     exit) before it is killed and replaced.
@@ -301,14 +315,20 @@ class ProcessPoolEngine:
 
     # -- the Engine protocol -----------------------------------------------------------------
 
-    async def submit(self, request: StyleRequest) -> PoolJob:
-        """Queue a job; it runs on the next idle worker. Starts the engine if needed."""
+    async def submit(self, request: StyleRequest, *, timeout: float | None = None) -> PoolJob:
+        """Queue a job; it runs on the next idle worker. Starts the engine if needed.
+
+        timeout: seconds this job may run, instead of the engine's job_timeout (e.g. longer for
+        high quality).
+        """
+        if timeout is not None and timeout <= 0:
+            raise ValueError("timeout must be positive")
         await self.start()
         if self._closing:
             raise EngineError(SHUTTING_DOWN)
         if len(self._lost_slots) == len(self._plan):
             raise EngineError(f"The painter could not start: {self._last_failure}")
-        job = PoolJob(self, secrets.token_urlsafe(6), request)
+        job = PoolJob(self, secrets.token_urlsafe(6), request, timeout or self._job_timeout)
         self._queue.append(job)
         log.info(
             "job %s queued (%s, size %d, %s, %d ahead)",
@@ -324,7 +344,7 @@ class ProcessPoolEngine:
     def stats(self) -> EngineStats:
         """Workers ready, workers busy (including ones stopping a cancelled job), jobs queued."""
         return EngineStats(
-            workers=sum(w.ready for w in self._workers),
+            workers=sum(w.serving for w in self._workers),
             busy=sum(w.job is not None for w in self._workers),
             queued=len(self._queue),
         )
@@ -344,10 +364,8 @@ class ProcessPoolEngine:
             job.worker_pid = w.pid
             w.commands.put(("job", w.seq, job.request))
             log.info("job %s started on worker pid %s (%s)", job.id, w.pid, w.device)
-            if self._job_timeout is not None:
-                w.timers.append(
-                    self._loop_().call_later(self._job_timeout, self._on_timeout, w, w.seq)
-                )
+            if job.timeout is not None:
+                w.timers.append(self._loop_().call_later(job.timeout, self._on_timeout, w, w.seq))
 
     def _cancel(self, job: PoolJob) -> None:
         if job.done:
@@ -366,13 +384,10 @@ class ProcessPoolEngine:
     def _on_timeout(self, w: _Worker, seq: int) -> None:
         if w.seq != seq or w.job is None or w.job.done:
             return
-        assert self._job_timeout is not None
-        log.warning(
-            "job %s timed out after %g s on worker pid %s", w.job.id, self._job_timeout, w.pid
-        )
+        log.warning("job %s timed out after %g s on worker pid %s", w.job.id, w.job.timeout, w.pid)
         w.job._finish(
             error=JobTimeout(
-                f"The job took longer than {self._job_timeout:g} s and was stopped; "
+                f"The job took longer than {w.job.timeout:g} s and was stopped; "
                 "try a smaller size or a lower quality."
             )
         )
@@ -386,7 +401,9 @@ class ProcessPoolEngine:
     def _kill_if_stuck(self, w: _Worker, seq: int) -> None:
         if w.seq == seq and w.job is not None and w.process.is_alive():
             log.warning("worker pid %s did not stop job %s; killing it", w.pid, w.job.id)
+            w.killed = True
             w.process.kill()
+            self._update_ready()
 
     # -- worker processes --------------------------------------------------------------------
 
@@ -536,7 +553,7 @@ class ProcessPoolEngine:
     def _update_ready(self) -> None:
         assert self._ready is not None
         wanted = len(self._plan) - len(self._lost_slots)
-        if self._closing or sum(w.ready for w in self._workers) >= wanted:
+        if self._closing or sum(w.serving for w in self._workers) >= wanted:
             self._ready.set()
         else:
             self._ready.clear()
