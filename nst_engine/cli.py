@@ -212,8 +212,12 @@ def _stylize(args: argparse.Namespace, err: Console, out: Console) -> int:
     )
     _check_writable(output)
 
-    from nst_engine import transfer  # torch loads here, after the cheap checks
+    from nst_engine import transfer, vgg  # torch loads here, after the cheap checks
 
+    try:
+        device = vgg.pick_device(args.device)
+    except api.EngineError as exc:  # a device this machine lacks: the option is the problem
+        raise api.InputError(str(exc)) from None
     stop = _StopFlag()
     previous = signal.signal(signal.SIGINT, stop.handle)
     bar = ProgressBar(
@@ -226,12 +230,16 @@ def _stylize(args: argparse.Namespace, err: Console, out: Console) -> int:
         console=err,
         transient=False,
     )
-    task = bar.add_task("painting", total=None, scale="-/-", loss="-", eta=_format_eta(None))
+    # Hidden until the first step, so that a job refused early leaves no empty bar behind.
+    task = bar.add_task(
+        "painting", total=None, visible=False, scale="-/-", loss="-", eta=_format_eta(None)
+    )
 
     def on_progress(p: api.Progress) -> None:
         total = p.losses.get("total")
         bar.update(
             task,
+            visible=True,
             completed=p.step,
             total=p.total_steps,
             scale=f"{p.scale}/{p.scales}",
@@ -248,7 +256,7 @@ def _stylize(args: argparse.Namespace, err: Console, out: Console) -> int:
         with bar:
             result = transfer.stylize(
                 request,
-                device=args.device,
+                device=device,
                 on_progress=on_progress,
                 should_stop=stop,
                 on_snapshot=on_snapshot if args.save_every else None,

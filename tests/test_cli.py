@@ -126,3 +126,14 @@ def test_ctrl_c_stops_cleanly(tmp_path: Path) -> None:
     assert "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1] == "nst: stopped."
     assert not out.exists()
+
+
+def test_missing_gpu_is_bad_input(tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    run = nst("stylize", PHOTO, "-s", "udnie", "-o", str(tmp_path / "o.png"), "--device", "cuda")
+    assert run.returncode == 2
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nst: ") and "cuda" in lines[0].lower()
