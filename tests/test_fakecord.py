@@ -290,3 +290,13 @@ async def test_late_interaction_answer_is_unknown(fake: FakeDiscord) -> None:
         assert failures[0].code == 10062 and not used.responded
     finally:
         await stop(client, task)
+
+
+async def test_privileged_intent_not_enabled_is_refused() -> None:
+    async with FakeDiscord(privileged_intents=0) as fake:
+        client = Recorder()
+        await client.login(fake.token)
+        with pytest.raises(discord.PrivilegedIntentsRequired):
+            await asyncio.wait_for(client.connect(reconnect=True), 10)
+        await client.close()
+        assert fake.gateway_ops == ["IDENTIFY"]

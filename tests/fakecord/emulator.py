@@ -19,7 +19,7 @@ import yarl
 from aiohttp import web
 
 from . import interactions as ix
-from .gateway import MESSAGE_CONTENT_INTENT, Gateway
+from .gateway import MESSAGE_CONTENT_INTENT, PRIVILEGED_INTENTS, Gateway
 from .state import (
     ADMINISTRATOR,
     MEMBER_PERMISSIONS,
@@ -83,8 +83,10 @@ class FakeDiscord:
         interaction_deadline: float = 3.0,
         rate_limit: tuple[int, float] = (50, 1.0),
         bot_name: str = "stylebot",
+        privileged_intents: int = PRIVILEGED_INTENTS,
     ) -> None:
         self.latency = latency
+        self.privileged_intents = privileged_intents
         self.interaction_deadline = interaction_deadline
         self.rate_limit = rate_limit
         self.application_id = snowflake()

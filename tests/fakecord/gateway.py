@@ -31,10 +31,12 @@ HELLO, HEARTBEAT_ACK = 10, 11
 
 # Close codes Discord uses (a client may resume after any of them except the last four).
 UNKNOWN_OPCODE, DECODE_ERROR, NOT_AUTHENTICATED = 4001, 4002, 4003
-AUTHENTICATION_FAILED, ALREADY_AUTHENTICATED = 4004, 4005
+AUTHENTICATION_FAILED, ALREADY_AUTHENTICATED, DISALLOWED_INTENTS = 4004, 4005, 4014
 
 MESSAGE_CONTENT_INTENT = 1 << 15
+PRIVILEGED_INTENTS = (1 << 1) | (1 << 8) | MESSAGE_CONTENT_INTENT  # members, presences, content
 REPLAY_LOG_SIZE = 5000
+ACK_DELAY = 0.1
 
 
 class Hub(Protocol):
@@ -42,6 +44,7 @@ class Hub(Protocol):
 
     token: str
     latency: float
+    privileged_intents: int
 
     def ready_payload(self, session_id: str) -> dict[str, Any]: ...
 
@@ -78,8 +81,8 @@ class Connection:
         self._queue: asyncio.Queue[tuple[float, dict[str, Any]]] = asyncio.Queue()
         self._writer = asyncio.create_task(self._write())
 
-    def send(self, frame: dict[str, Any]) -> None:
-        self._queue.put_nowait((time.monotonic() + self._latency, frame))
+    def send(self, frame: dict[str, Any], *, at_least: float = 0.0) -> None:
+        self._queue.put_nowait((time.monotonic() + max(self._latency, at_least), frame))
 
     async def _write(self) -> None:
         while True:
@@ -211,7 +214,9 @@ class Gateway:
         self, conn: Connection, session: Session | None, op: int, data: Any
     ) -> Session | None:
         if op == HEARTBEAT:
-            conn.send({"op": HEARTBEAT_ACK})
+            # A real ACK takes a round trip. An instant one (same loop) can beat discord.py's
+            # heartbeat thread to recording its send time, and it then warns it is "behind".
+            conn.send({"op": HEARTBEAT_ACK}, at_least=ACK_DELAY)
             return session
         if op == IDENTIFY:
             self.hub.gateway_op("IDENTIFY")
@@ -221,7 +226,11 @@ class Gateway:
             if data.get("token") != self.hub.token:
                 await conn.close(AUTHENTICATION_FAILED, "authentication failed")
                 return None
-            return self._identify(conn, int(data.get("intents", 0)))
+            intents = int(data.get("intents", 0))
+            if intents & PRIVILEGED_INTENTS & ~self.hub.privileged_intents:
+                await conn.close(DISALLOWED_INTENTS, "Disallowed intent(s).")
+                return None
+            return self._identify(conn, intents)
         if op == RESUME:
             self.hub.gateway_op("RESUME")
             return await self._resume(conn, data)

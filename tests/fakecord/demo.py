@@ -1,0 +1,111 @@
+"""The offline demo: the real stylebot on a local Discord, painting a bundled photo.
+
+    python -m tests.fakecord.demo [--photo samples/chelsea.png] [--style vaporwave] [--out out]
+
+It starts fakecord, starts the bot (with its real process-pool engine) against it, posts
+`!stylize vaporwave` with the photo as a scripted user, prints every message and status edit
+the bot makes as it arrives, saves the image the bot replies with under `out/` and prints its
+path. Nothing touches the network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+from pathlib import Path
+
+from bot.app import build_bot
+from bot.settings import Settings
+
+from . import FakeDiscord, Message, StoredFile
+
+log = logging.getLogger(__name__)
+
+
+def _printer(fake: FakeDiscord, started: float) -> None:
+    """Print what the bot says: new messages and each edit, one line each."""
+
+    def show(kind: str, message: Message) -> None:
+        if message.author.id != fake.bot_user.id or kind == "delete":
+            return
+        text = " ".join(message.content.split()) or "(no text)"
+        files = ", ".join(f"{f.filename} {f.size // 1024} KiB" for f in message.files)
+        label = "new " if kind == "create" else "edit"
+        suffix = f"  [{files}]" if files else ""
+        print(f"{time.monotonic() - started:6.1f}s bot {label}: {text[:150]}{suffix}", flush=True)
+
+    fake.listen(show)
+
+
+async def demo(photo: Path, style: str, out_dir: Path, timeout: float) -> Path:
+    async with FakeDiscord() as fake:
+        settings = Settings(
+            _env_file=None,  # type: ignore[call-arg]
+            discord_token=fake.token,
+            default_size=256,
+            default_quality="draft",
+            max_iterations=40,  # about a minute on two CPU cores
+            workers=1,
+            status_interval=2.0,
+        )
+        started = time.monotonic()
+        print(f"fakecord listening on {fake.url}; starting stylebot (loading VGG19)...", flush=True)
+        bot = build_bot(settings)
+        await bot.login(fake.token)
+        runner = asyncio.create_task(bot.connect(reconnect=True))
+        try:
+            await asyncio.wait_for(bot.wait_until_ready(), timeout)
+            _printer(fake, started)
+            user = fake.add_user("demo-user")
+            command = f"!stylize {style}"
+            print(f"{time.monotonic() - started:6.1f}s demo-user: {command}  [{photo.name}]")
+            posted = await fake.post(user, command, files=[(photo.name, photo.read_bytes())])
+            # The bot's first reply is the job's status message (its preview is an image
+            # too); the result comes as a later reply.
+            reply = await fake.wait_for(
+                lambda: next((m for m in fake.replies_to(posted)[1:] if _image(m)), None),
+                timeout,
+            )
+            image = _image(reply)
+            assert image is not None
+            out_dir.mkdir(parents=True, exist_ok=True)
+            suffix = Path(image.filename).suffix or ".png"
+            path = out_dir / f"demo-{photo.stem}-{style}{suffix}"
+            path.write_bytes(image.data)
+            return path
+        finally:
+            await bot.close()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+
+
+def _image(message: Message) -> StoredFile | None:
+    return next((f for f in message.files if (f.content_type or "").startswith("image/")), None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photo", type=Path, default=Path("samples/chelsea.png"))
+    parser.add_argument("--style", default="vaporwave")
+    parser.add_argument("--out", type=Path, default=Path("out"))
+    parser.add_argument("--timeout", type=float, default=300.0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not args.photo.is_file():
+        print(f"demo: no photo at {args.photo}", file=sys.stderr)
+        return 2
+    try:
+        path = asyncio.run(demo(args.photo, args.style, args.out, args.timeout))
+    except TimeoutError as exc:
+        print(f"demo: the bot did not reply in time: {exc}", file=sys.stderr)
+        return 1
+    print(f"saved the bot's reply image to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
