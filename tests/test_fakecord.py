@@ -72,7 +72,8 @@ async def test_client_identifies_and_sees_the_guild(fake: FakeDiscord) -> None:
     task = await run(fake, client)
     try:
         assert fake.gateway_ops[0] == "IDENTIFY"
-        assert fake.gateway.transports == ["zstd-stream"]
+        wanted = discord.utils._ActiveDecompressionContext.COMPRESSION_TYPE
+        assert fake.gateway.transports == [wanted]
         assert client.user is not None and client.user.id == fake.bot_user.id
         guild = client.get_guild(fake.guild.id)
         assert guild is not None and guild.name == fake.guild.name
@@ -300,3 +301,31 @@ async def test_privileged_intent_not_enabled_is_refused() -> None:
             await asyncio.wait_for(client.connect(reconnect=True), 10)
         await client.close()
         assert fake.gateway_ops == ["IDENTIFY"]
+
+
+async def test_guild_command_sync_and_invocation(fake: FakeDiscord) -> None:
+    client = Recorder()
+    heard: list[tuple[int, bool]] = []
+
+    @client.tree.command(description="Say a number")
+    @app_commands.describe(n="how many")
+    async def count(interaction: discord.Interaction, n: app_commands.Range[int, 1, 5]) -> None:
+        heard.append((n, interaction.guild_id == fake.guild.id))
+        await interaction.response.send_message(str(n))
+
+    task = await run(fake, client)
+    try:
+        guild = discord.Object(fake.guild.id)
+        client.tree.copy_global_to(guild=guild)
+        client.tree.clear_commands(guild=None)
+        await client.tree.sync()
+        await client.tree.sync(guild=guild)
+        assert fake.commands[None] == [] and fake.commands[fake.guild.id][0]["name"] == "count"
+        with pytest.raises(ValueError):
+            await fake.slash(fake.owner, "count", {"n": 9})
+        used = await fake.slash(fake.owner, "count", {"n": 3})
+        await fake.wait_for(lambda: used.original, 5)
+        assert heard == [(3, True)] and used.original.content == "3"
+        assert used.payload["data"]["guild_id"] == str(fake.guild.id)
+    finally:
+        await stop(client, task)

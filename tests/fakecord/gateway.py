@@ -20,8 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import zstandard
 from aiohttp import WSMsgType, web
+
+try:  # discord.py only asks for zstd-stream when zstandard is installed
+    import zstandard
+except ImportError:  # pragma: no cover - depends on the environment
+    zstandard = None
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +67,7 @@ def _compressor(kind: str | None) -> _Compressor | None:
     if kind == "zlib-stream":
         stream = zlib.compressobj()
         return lambda data: stream.compress(data) + stream.flush(zlib.Z_SYNC_FLUSH)
-    if kind == "zstd-stream":
+    if kind == "zstd-stream" and zstandard is not None:
         zstream = zstandard.ZstdCompressor().compressobj()
         return lambda data: (
             zstream.compress(data) + zstream.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
