@@ -13,6 +13,7 @@ stops at the next step and exits 130.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import os
@@ -25,14 +26,14 @@ from types import FrameType
 
 from PIL import Image
 from rich.console import Console
+from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as ProgressBar
 
 from nst_engine import api, gallery, images, styles
 
-log = logging.getLogger(__name__)
-
 OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif")
 EXIT_BAD_INPUT = 2
 EXIT_ENGINE = 1
 EXIT_INTERRUPTED = 130
@@ -58,7 +59,7 @@ def parse_style(spec: str) -> api.StyleSource:
         data = images.read_file(path)
         _probe(data, path)
         return api.StyleSource(image=data, weight=weight)
-    if path.suffix.lower() in (*OUTPUT_FORMATS, ".gif") or os.sep in target:
+    if path.suffix.lower() in IMAGE_SUFFIXES or "/" in target or os.sep in target:
         raise api.InputError(f"No such file: {target}")
     return api.StyleSource(name=styles.get(target).name, weight=weight)
 
@@ -98,10 +99,15 @@ def _write(path: Path, data: bytes) -> None:
     """Write atomically: a reader never sees a half-written image."""
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".nst-", suffix=path.suffix)
+    except OSError as exc:
+        raise api.InputError(f"Can't write {path}: {exc.strerror or exc}.") from None
+    try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
     except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         raise api.InputError(f"Can't write {path}: {exc.strerror or exc}.") from None
 
 
@@ -306,12 +312,14 @@ def _gallery(args: argparse.Namespace, out: Console) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `nst` console script; returns the exit status."""
     args = _build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
     err = Console(stderr=True)
     out = Console()
+    # Log lines go through rich so that they print above the progress bar, not through it.
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(name)s: %(message)s",
+        handlers=[RichHandler(console=err, show_path=False, markup=False)],
+    )
     try:
         if args.command == "stylize":
             return _stylize(args, err, out)
