@@ -19,8 +19,9 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest
 
+# The real bot on a local Discord (tests/fakecord): a scripted user asks for a vaporwave cat.
 demo: $(STAMP)
-	$(BIN)/nst stylize samples/chelsea.png --style starry-night --size 384 --quality draft -o out/demo.png
+	$(BIN)/python -m tests.fakecord.demo --photo samples/chelsea.png --style vaporwave --out out
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache

@@ -8,6 +8,7 @@ import io
 import zlib
 from collections.abc import AsyncIterator, Callable
 
+import aiohttp
 import discord
 import pytest
 from discord import app_commands
@@ -329,3 +330,27 @@ async def test_guild_command_sync_and_invocation(fake: FakeDiscord) -> None:
         assert used.payload["data"]["guild_id"] == str(fake.guild.id)
     finally:
         await stop(client, task)
+
+
+async def test_raw_gateway_protocol(fake: FakeDiscord) -> None:
+    """Uncompressed JSON frames, a bad token, an unknown RESUME and a clean close."""
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(fake.gateway_url + "?v=10&encoding=json") as ws:
+            assert (await ws.receive_json())["op"] == 10
+            await ws.send_json({"op": 2, "d": {"token": "wrong", "intents": 0}})
+            assert (await ws.receive()).data == 4004
+        async with http.ws_connect(fake.gateway_url + "?v=10&encoding=json") as ws:
+            await ws.receive_json()
+            await ws.send_json({"op": 6, "d": {"token": fake.token, "session_id": "x", "seq": 1}})
+            assert await ws.receive_json() == {"op": 9, "d": False}
+        async with http.ws_connect(fake.gateway_url + "?v=10&encoding=json") as ws:
+            await ws.receive_json()
+            await ws.send_json({"op": 2, "d": {"token": fake.token, "intents": 1 << 9}})
+            ready = await ws.receive_json()
+            assert (ready["t"], ready["s"]) == ("READY", 1)
+            assert (await ws.receive_json())["t"] == "GUILD_CREATE"
+            await ws.send_json({"op": 1, "d": 2})
+            assert (await ws.receive_json())["op"] == 11
+            assert len(fake.gateway.sessions) == 1
+            await ws.close(code=1000)
+        await fake.wait_for(lambda: not fake.gateway.sessions, 5)

@@ -196,8 +196,13 @@ class Gateway:
         conn = Connection(ws, request.query.get("compress"), self.hub.latency)
         conn.send({"op": HELLO, "d": {"heartbeat_interval": self.heartbeat_interval_ms}})
         session: Session | None = None
+        client_code: int | None = None
         try:
-            async for msg in ws:
+            while True:
+                msg = await ws.receive()
+                if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                    client_code = msg.data if msg.type is WSMsgType.CLOSE else None
+                    break
                 if msg.type is not WSMsgType.TEXT:
                     await conn.close(DECODE_ERROR, "expected text frames")
                     break
@@ -211,6 +216,8 @@ class Gateway:
         finally:
             if session is not None and session.conn is conn:
                 session.conn = None
+                if client_code in (1000, 1001):  # a clean close ends the session (no resume)
+                    del self.sessions[session.id]
             await conn.close(1000)
         return ws
 

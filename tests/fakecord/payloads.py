@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .state import Channel, Guild, Message, StoredFile
+from .state import EPHEMERAL, Channel, Guild, Message, StoredFile
 
 if TYPE_CHECKING:
     from .emulator import FakeDiscord
@@ -80,7 +80,11 @@ def message_fields(
         flags = int(payload.get("flags") or 0)
         if flags & ~SETTABLE_FLAGS:
             raise _invalid("flags", f"flags {flags} cannot be set by a bot")
-        keep = existing.flags & ~SETTABLE_FLAGS if existing is not None else 0
+        if existing is not None:  # an edit cannot change whether a message is ephemeral
+            keep = existing.flags & (~SETTABLE_FLAGS | EPHEMERAL)
+            flags &= ~EPHEMERAL
+        else:
+            keep = 0
         fields["flags"] = keep | flags
     if "attachments" in payload or uploads or not partial:
         kept = existing.files if existing is not None else []

@@ -392,6 +392,7 @@ class Message:
             "embeds": self.embeds,
             "components": self.components,
             "pinned": False,
+            "guild_id": str(self.guild_id),
             "flags": self.flags,
             "reactions": [
                 {
@@ -407,8 +408,6 @@ class Message:
                 if users
             ],
         }
-        if not self.webhook_id:
-            data["guild_id"] = str(self.guild_id)
         if member is not None:
             data["member"] = member.payload(with_user=False)
         if self.webhook_id:
