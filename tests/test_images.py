@@ -258,3 +258,14 @@ def test_colour_key_transparency_becomes_white() -> None:
     decoded = images.decode(_encode(img, "PNG", transparency=(0, 255, 0)))
     assert decoded.getpixel((4, 4)) == (255, 255, 255)
     assert decoded.getpixel((24, 4)) == (200, 10, 10)
+
+
+def test_importing_the_image_modules_does_not_load_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, nst_engine.images, nst_engine.styles, nst_engine.gallery, nst_engine.cli; "
+        "sys.exit('torch' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
