@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -261,9 +263,6 @@ def test_colour_key_transparency_becomes_white() -> None:
 
 
 def test_importing_the_image_modules_does_not_load_torch() -> None:
-    import subprocess
-    import sys
-
     code = (
         "import sys, nst_engine.images, nst_engine.styles, nst_engine.gallery, nst_engine.cli; "
         "sys.exit('torch' in sys.modules)"
