@@ -35,6 +35,9 @@ MAX_ASPECT = 20.0
 
 # Pillow format names, in the order Image.open tries them. No other decoder is ever consulted.
 ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF")
+# Pillow opens a multi-picture JPEG (common from phone cameras) as "MPO"; it is a JPEG whose
+# first picture is the photo.
+_FORMAT_NAMES = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG", "WEBP": "WEBP", "GIF": "GIF"}
 ENCODE_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP")
 
 UNREADABLE = "That file isn't an image I can read (JPEG, PNG, WebP or GIF)."
@@ -116,7 +119,7 @@ def _open(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
         log.debug("refused an image at open: %r", exc)
         ours = data.startswith(_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
         raise InputError(DAMAGED if ours else UNREADABLE) from None
-    if img.format not in ALLOWED_FORMATS:
+    if img.format not in _FORMAT_NAMES:
         img.close()
         raise InputError(UNREADABLE)
     width, height = img.size
@@ -135,7 +138,8 @@ def probe(data: bytes, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXE
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         img = _open(data, max_bytes, max_pixels)
-        info = ImageInfo(format=str(img.format), width=img.size[0], height=img.size[1])
+        fmt = _FORMAT_NAMES[str(img.format)]
+        info = ImageInfo(format=fmt, width=img.size[0], height=img.size[1])
         img.close()
     return info
 

@@ -163,6 +163,14 @@ def test_palette_transparency_becomes_white() -> None:
     assert decoded.getpixel((24, 4)) == (10, 200, 10)
 
 
+def test_multi_picture_jpeg_gives_its_first_picture() -> None:
+    photo, depth = Image.new("RGB", (64, 48), (250, 0, 0)), Image.new("RGB", (64, 48), (0, 250, 0))
+    data = _encode(photo, "MPO", save_all=True, append_images=[depth])
+    assert images.probe(data) == images.ImageInfo("JPEG", 64, 48)
+    red, green, _ = images.decode(data).getpixel((32, 24))
+    assert red > 200 and green < 50
+
+
 def test_gif_gives_its_first_frame() -> None:
     frames = [Image.new("RGB", (32, 32), c) for c in ((250, 0, 0), (0, 250, 0), (0, 0, 250))]
     data = _encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100)
