@@ -459,7 +459,7 @@ class ProcessPoolEngine:
         except (EOFError, OSError):
             pass
         except Exception:
-            log.exception("unreadable message from worker pid %s; killing it", w.pid)
+            log.exception("lost contact with worker pid %s; killing it", w.pid)
             w.process.kill()
         finally:
             conn.close()

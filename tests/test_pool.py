@@ -237,6 +237,20 @@ async def test_stuck_worker_is_killed_and_replaced() -> None:
     assert not psutil.pid_exists(replacement)
 
 
+async def test_a_worker_that_cannot_start_fails_its_jobs_clearly() -> None:
+    engine = ProcessPoolEngine(devices=["cuda:99"])  # no machine here has that GPU
+    job = await engine.submit(request(TINY))
+    with pytest.raises(EngineError, match="could not start"):
+        await asyncio.wait_for(engine.wait_ready(), BOUND)
+    error = await outcome(job)
+    assert isinstance(error, EngineError)
+    assert "cuda:99" in str(error)
+    with pytest.raises(EngineError, match="could not start"):
+        await engine.submit(request(TINY))
+    await engine.close()
+    assert engine.pids() == []
+
+
 async def test_close_fails_open_jobs_and_leaves_no_child_process(pool: ProcessPoolEngine) -> None:
     running = await pool.submit(request(LONG))
     queued = [await pool.submit(request(SHORT)) for _ in range(2)]
