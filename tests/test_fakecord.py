@@ -238,7 +238,7 @@ async def test_dropped_gateway_resumes_and_replays_missed_events(fake: FakeDisco
         await stop(client, task)
 
 
-async def test_429_on_message_create_is_waited_out_and_retried(fake: FakeDiscord) -> None:
+async def test_planned_429_500_and_413_on_message_create(fake: FakeDiscord) -> None:
     client = Recorder()
     task = await run(fake, client)
     try:
@@ -249,6 +249,13 @@ async def test_429_on_message_create_is_waited_out_and_retried(fake: FakeDiscord
         answers = [r for r in fake.requests if r.route == "/channels/{channel_id}/messages"]
         assert [r.status for r in answers] == [429, 200]
         assert answers[1].at - answers[0].at >= 0.3
+        fake.fail_next("/channels/{channel_id}/messages", status=500)
+        again = await channel.send("through a server error")
+        assert fake.messages[again.id].content == "through a server error"
+        fake.fail_next("POST /channels/{channel_id}/messages", status=413)
+        with pytest.raises(discord.HTTPException) as info:
+            await channel.send("refused")
+        assert (info.value.status, info.value.code) == (413, 40005)
     finally:
         await stop(client, task)
 
@@ -354,3 +361,19 @@ async def test_raw_gateway_protocol(fake: FakeDiscord) -> None:
             assert len(fake.gateway.sessions) == 1
             await ws.close(code=1000)
         await fake.wait_for(lambda: not fake.gateway.sessions, 5)
+
+
+async def test_latency_delays_rest_and_gateway(fake: FakeDiscord) -> None:
+    fake.latency = 0.2
+    loop = asyncio.get_running_loop()
+    async with aiohttp.ClientSession() as http:
+        begun = loop.time()
+        headers = {"Authorization": f"Bot {fake.token}"}
+        async with http.get(f"{fake.url}/api/v10/users/@me", headers=headers) as response:
+            assert response.status == 200 and response.headers["Content-Type"] == "application/json"
+            assert int(response.headers["X-RateLimit-Remaining"]) < fake.rate_limit[0]
+        assert loop.time() - begun >= 0.2
+        begun = loop.time()
+        async with http.ws_connect(fake.gateway_url + "?v=10&encoding=json") as ws:
+            assert (await ws.receive_json())["op"] == 10
+            assert loop.time() - begun >= 0.2

@@ -281,7 +281,8 @@ class FakeDiscord:
         interaction = self._command_interaction(
             ix.AUTOCOMPLETE, user, name, options, {}, channel or self.channel, focused=focused
         )
-        return await self.wait_for(lambda: interaction.choices, timeout)
+        await self.wait_for(lambda: interaction.responded, timeout)
+        return interaction.choices or []
 
     async def click(self, user: User, message: Message, custom_id: str) -> ix.Interaction:
         """`user` clicks the component `custom_id` on `message` (it must be there, enabled)."""
