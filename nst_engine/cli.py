@@ -129,6 +129,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError("must be between 0 and 2**63 - 1")
+    return value
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nst", description="Paint a photo in the style of another picture."
@@ -147,32 +157,85 @@ def _build_parser() -> argparse.ArgumentParser:
         help="a built-in style (see `nst styles`) or an image file, optionally with a blend "
         "weight; repeat to blend several",
     )
-    run.add_argument("-o", "--output", required=True, type=Path, metavar="OUT",
-                     help="where to write the result (.png, .jpg or .webp)")  # fmt: skip
-    run.add_argument("--size", type=int, default=512, metavar="PX",
-                     help="long side of the result in pixels (default 512)")  # fmt: skip
-    run.add_argument("--quality", choices=api.QUALITIES, default="standard",
-                     help="speed/quality preset (default standard)")  # fmt: skip
-    run.add_argument("--strength", type=float, default=1.0, metavar="S",
-                     help="how strongly to apply the style; 1 is the default look")  # fmt: skip
-    run.add_argument("--preserve-colors", action="store_true",
-                     help="keep the photo's colours, take only the style's texture")  # fmt: skip
-    run.add_argument("--seed", type=int, default=0, metavar="N",
-                     help="random seed (the same seed gives the same image on a CPU)")  # fmt: skip
-    run.add_argument("--device", choices=("cpu", "cuda"), default=None,
-                     help="where to run (default: CUDA when present, else CPU)")  # fmt: skip
-    run.add_argument("--save-every", type=_positive_int, default=None, metavar="N",
-                     help="also save the image every N steps, as OUT-stepNNNN.ext")  # fmt: skip
-    run.add_argument("--iterations", type=_positive_int, default=None, metavar="N",
-                     help="total optimisation steps, overriding the preset")  # fmt: skip
+    run.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        type=Path,
+        metavar="OUT",
+        help="where to write the result (.png, .jpg or .webp)",
+    )
+    run.add_argument(
+        "--size",
+        type=int,
+        default=512,
+        metavar="PX",
+        help=f"long side in pixels, {api.MIN_SIZE}-{api.MAX_SIZE} (default 512)",
+    )
+    run.add_argument(
+        "--quality",
+        choices=api.QUALITIES,
+        default="standard",
+        help="speed/quality preset (default standard)",
+    )
+    run.add_argument(
+        "--strength",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help=f"style strength, {api.MIN_STRENGTH:g}-{api.MAX_STRENGTH:g}; 1 is the default look",
+    )
+    run.add_argument(
+        "--preserve-colors",
+        action="store_true",
+        help="keep the photo's colours, take only the style's texture",
+    )
+    run.add_argument(
+        "--seed",
+        type=_seed,
+        default=0,
+        metavar="N",
+        help="random seed (the same seed gives the same image on a CPU)",
+    )
+    run.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default=None,
+        help="where to run (default: CUDA when present, else CPU)",
+    )
+    run.add_argument(
+        "--save-every",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="also save the image every N steps, as OUT-stepNNNN.ext",
+    )
+    run.add_argument(
+        "--iterations",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="total optimisation steps, overriding the preset",
+    )
 
     commands.add_parser("styles", help="list the built-in styles")
 
     sheet = commands.add_parser("gallery", help="render a contact sheet of the built-in styles")
-    sheet.add_argument("-o", "--output", required=True, type=Path, metavar="FILE",
-                       help="where to write it (.png, .jpg or .webp)")  # fmt: skip
-    sheet.add_argument("--thumb", type=int, default=256, metavar="PX",
-                       help="thumbnail size in pixels (default 256)")  # fmt: skip
+    sheet.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        type=Path,
+        metavar="FILE",
+        help="where to write it (.png, .jpg or .webp)",
+    )
+    sheet.add_argument(
+        "--thumb",
+        type=int,
+        default=256,
+        metavar="PX",
+        help="thumbnail size in pixels (default 256)",
+    )
     return parser
 
 
