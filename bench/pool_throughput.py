@@ -3,9 +3,10 @@
     .venv/bin/python bench/pool_throughput.py [--jobs 8] [--workers 1 2] [--size 64]
 
 Prints, for each pool size: start-up time; on an idle pool, the latency from submit to the first
-progress event and the per-job overhead (pool wall time minus the in-worker stylize time, and
-minus the bare in-process time for the same request); then jobs per minute for a burst of
-`--jobs` concurrent jobs and their submit-to-first-progress latency (queue wait included).
+progress event and the per-job overhead (median pool wall time minus the in-worker stylize
+time, and minus the bare in-process time for the same request); then jobs per minute for a
+burst of `--jobs` concurrent jobs and their submit-to-first-progress latency (queue wait
+included). All single-job figures are medians.
 The bare engine is `transfer.stylize` in this process with torch's default thread count; a
 one-worker pool gets the same number of threads, so that row compares like with like.
 """
@@ -36,7 +37,7 @@ def make_request(size: int, iterations: int | None) -> StyleRequest:
 
 
 def bare_seconds(request: StyleRequest, repeats: int) -> tuple[float, int]:
-    """Mean wall time of `transfer.stylize` in this process (after one warm-up run)."""
+    """Median wall time of `transfer.stylize` in this process (after one warm-up run)."""
     import torch
 
     from nst_engine import transfer
@@ -47,7 +48,7 @@ def bare_seconds(request: StyleRequest, repeats: int) -> tuple[float, int]:
         started = time.perf_counter()
         transfer.stylize(request, device="cpu")
         times.append(time.perf_counter() - started)
-    return statistics.mean(times), torch.get_num_threads()
+    return statistics.median(times), torch.get_num_threads()
 
 
 async def timed_job(
@@ -76,8 +77,8 @@ async def measure_pool(
 
         idle = [await timed_job(engine, request) for _ in range(repeats)]
         first = statistics.median(t[0] for t in idle)
-        wall = statistics.mean(t[1] for t in idle)
-        inside = statistics.mean(t[2].seconds for t in idle)
+        wall = statistics.median(t[1] for t in idle)
+        inside = statistics.median(t[2].seconds for t in idle)
 
         burst_started = time.perf_counter()
         burst = await asyncio.gather(*(timed_job(engine, request) for _ in range(jobs)))
@@ -122,7 +123,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--size", type=int, default=64, help="long side in px")
     parser.add_argument("--iterations", type=int, default=None, help="steps (default: preset)")
-    parser.add_argument("--repeats", type=int, default=3, help="one-at-a-time jobs to average")
+    parser.add_argument("--repeats", type=int, default=3, help="one-at-a-time jobs (median)")
     asyncio.run(main_async(parser.parse_args()))
 
 

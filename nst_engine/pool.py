@@ -232,16 +232,15 @@ class ProcessPoolEngine:
         self._ready = asyncio.Event()
         try:
             devices = self._devices or await self._loop.run_in_executor(None, _detect_devices)
-            count = self._workers_wanted or len(devices) * self._per_device
-            self._plan = [devices[i % len(devices)] for i in range(count)]
-            self._threads = max(1, _cpu_count() // count)
+            self._plan = plan_workers(devices, self._workers_wanted, self._per_device)
+            self._threads = max(1, _cpu_count() // len(self._plan))
             log.info(
                 "starting %d worker(s) on %s, %d torch thread(s) each",
-                count,
+                len(self._plan),
                 ", ".join(self._plan),
                 self._threads,
             )
-            for slot in range(count):
+            for slot in range(len(self._plan)):
                 self._spawn(slot)
         except BaseException as exc:
             self._started.set_exception(exc)
@@ -567,6 +566,12 @@ class ProcessPoolEngine:
     def _loop_(self) -> asyncio.AbstractEventLoop:
         assert self._loop is not None, "start() the engine first"
         return self._loop
+
+
+def plan_workers(devices: Sequence[str], workers: int | None, per_device: int) -> list[str]:
+    """The device of each worker: `per_device` per device, or `workers` dealt out in turn."""
+    count = workers or len(devices) * per_device
+    return [devices[i % len(devices)] for i in range(count)]
 
 
 def _send_commands(conn: Connection, commands: queue.SimpleQueue[tuple | None]) -> None:

@@ -12,6 +12,8 @@ import contextlib
 import io
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -30,9 +32,9 @@ from nst_engine.api import (
     StyleRequest,
     StyleSource,
 )
-from nst_engine.pool import PoolJob, ProcessPoolEngine
+from nst_engine.pool import PoolJob, ProcessPoolEngine, plan_workers
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+on_module_loop = pytest.mark.asyncio(loop_scope="module")  # the loop the shared pool lives on
 
 CONTENT = (Path(__file__).parents[1] / "samples" / "chelsea.png").read_bytes()
 TINY = 2
@@ -97,6 +99,22 @@ def child_processes() -> list[psutil.Process]:
     ]
 
 
+def test_workers_are_dealt_out_over_the_devices() -> None:
+    gpus = ["cuda:0", "cuda:1"]
+    assert plan_workers(gpus, None, 1) == gpus
+    assert plan_workers(gpus, None, 2) == ["cuda:0", "cuda:1", "cuda:0", "cuda:1"]
+    assert plan_workers(gpus, 3, 1) == ["cuda:0", "cuda:1", "cuda:0"]
+    assert plan_workers(["cpu"], None, 1) == ["cpu"]
+    assert plan_workers(["cpu"], 3, 1) == ["cpu"] * 3
+
+
+def test_the_pool_keeps_torch_out_of_the_calling_process() -> None:
+    code = "import sys, nst_engine.pool; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+@on_module_loop
 async def test_two_jobs_run_on_two_workers_with_ordered_progress(pool: ProcessPoolEngine) -> None:
     jobs = [await pool.submit(request(SHORT)) for _ in range(2)]
     assert pool.stats().busy == 2
@@ -122,6 +140,7 @@ async def test_two_jobs_run_on_two_workers_with_ordered_progress(pool: ProcessPo
     assert pool.stats().busy == 0
 
 
+@on_module_loop
 async def test_cancel_queued_and_running_jobs_keeps_the_worker(pool: ProcessPoolEngine) -> None:
     pids = sorted(pool.pids())
     running = [await pool.submit(request(LONG)) for _ in range(2)]
@@ -154,6 +173,7 @@ async def test_cancel_queued_and_running_jobs_keeps_the_worker(pool: ProcessPool
     assert sorted(pool.pids()) == pids, "no worker was killed or replaced"
 
 
+@on_module_loop
 async def test_bad_input_fails_and_the_same_worker_serves_the_next_job(
     pool: ProcessPoolEngine,
 ) -> None:
@@ -174,6 +194,7 @@ async def test_bad_input_fails_and_the_same_worker_serves_the_next_job(
     assert garbage.worker_pid in pool.pids()
 
 
+@on_module_loop
 async def test_killed_worker_job_is_retried_once_and_the_pool_recovers(
     pool: ProcessPoolEngine,
 ) -> None:
@@ -205,6 +226,7 @@ async def test_killed_worker_job_is_retried_once_and_the_pool_recovers(
     assert not set(victims) & set(pool.pids())
 
 
+@on_module_loop
 async def test_timeout_stops_the_job_and_the_worker_lives_on(pool: ProcessPoolEngine) -> None:
     pids = sorted(pool.pids())
     slow = await pool.submit(request(LONG), timeout=1.5)
@@ -218,6 +240,7 @@ async def test_timeout_stops_the_job_and_the_worker_lives_on(pool: ProcessPoolEn
     assert sorted(pool.pids()) == pids, "the worker stopped by itself; none was killed"
 
 
+@on_module_loop
 async def test_stuck_worker_is_killed_and_replaced() -> None:
     # With no grace at all, the worker is killed the moment its job times out.
     async with ProcessPoolEngine(
@@ -237,6 +260,7 @@ async def test_stuck_worker_is_killed_and_replaced() -> None:
     assert not psutil.pid_exists(replacement)
 
 
+@on_module_loop
 async def test_a_worker_that_cannot_start_fails_its_jobs_clearly() -> None:
     engine = ProcessPoolEngine(devices=["cuda:99"])  # no machine here has that GPU
     job = await engine.submit(request(TINY))
@@ -251,6 +275,7 @@ async def test_a_worker_that_cannot_start_fails_its_jobs_clearly() -> None:
     assert engine.pids() == []
 
 
+@on_module_loop
 async def test_close_fails_open_jobs_and_leaves_no_child_process(pool: ProcessPoolEngine) -> None:
     running = await pool.submit(request(LONG))
     queued = [await pool.submit(request(SHORT)) for _ in range(2)]
