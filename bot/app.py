@@ -90,7 +90,12 @@ class StyleBot(commands.Bot):
         text = friendly(error)
         log.info("command %s by %s failed: %s", ctx.command, ctx.author.id, text)
         try:
-            await ctx.send(text, ephemeral=True, allowed_mentions=discord.AllowedMentions.none())
+            await ctx.reply(
+                text,
+                ephemeral=True,
+                mention_author=False,
+                allowed_mentions=discord.AllowedMentions.none(),
+            )
         except discord.HTTPException as exc:
             log.warning("could not report an error to the user: %s", exc)
 

@@ -113,7 +113,9 @@ class StyleCog(commands.Cog, name="Stylize"):
             photo=photo_bytes,
             style_image=style_bytes,
             source=source,
-            filesize_limit=ctx.filesize_limit,
+            filesize_limit=(
+                ctx.interaction.filesize_limit if ctx.interaction else ctx.filesize_limit
+            ),
             reply_to=reply_to,
             send_status=send_status,
         )
@@ -153,7 +155,11 @@ class StyleCog(commands.Cog, name="Stylize"):
             f"`{name}`: *{s.title}*, {s.artist} ({s.year})" for name, s in styles.STYLES.items()
         ]
         text = "**Built-in styles** (use the name after `stylize`):\n" + "\n".join(lines)
-        await ctx.send(text, file=discord.File(io.BytesIO(self._gallery), filename="styles.jpg"))
+        await ctx.reply(
+            text,
+            file=discord.File(io.BytesIO(self._gallery), filename="styles.jpg"),
+            mention_author=False,
+        )
 
     @commands.hybrid_command(name="queue")
     async def queue(self, ctx: commands.Context[StyleBot]) -> None:
@@ -171,7 +177,7 @@ class StyleCog(commands.Cog, name="Stylize"):
         queue = studio.scheduler.queue
         totals = f"In all: {len(queue.running)} painting, {queue.waiting_count} waiting."
         mine = "\n".join(lines) if lines else "You have no jobs."
-        await ctx.send(f"{mine}\n{totals}", ephemeral=True)
+        await ctx.reply(f"{mine}\n{totals}", ephemeral=True, mention_author=False)
 
     @commands.hybrid_command(name="cancel")
     @app_commands.describe(job="The job id (from its status message); empty cancels all yours")
@@ -192,12 +198,12 @@ class StyleCog(commands.Cog, name="Stylize"):
         for target in targets:
             await studio.cancel(target)
         ids = ", ".join(f"`{t.id}`" for t in targets)
-        await ctx.send(f"🛑 Cancelling {ids}.", ephemeral=True)
+        await ctx.reply(f"🛑 Cancelling {ids}.", ephemeral=True, mention_author=False)
 
     @commands.hybrid_command(name="help")
     async def help(self, ctx: commands.Context[StyleBot]) -> None:
         """How to use the bot."""
-        await ctx.send(self._usage(ctx), ephemeral=True)
+        await ctx.reply(self._usage(ctx), ephemeral=True, mention_author=False)
 
     @commands.hybrid_command(name="about")
     async def about(self, ctx: commands.Context[StyleBot]) -> None:
@@ -205,7 +211,9 @@ class StyleCog(commands.Cog, name="Stylize"):
         paintings = ", ".join(
             f"{s.title} ({s.artist})" for name, s in styles.STYLES.items() if name != "vaporwave"
         )
-        await ctx.send(CREDITS.format(paintings=paintings) + "\n\n" + self._usage(ctx))
+        await ctx.reply(
+            CREDITS.format(paintings=paintings) + "\n\n" + self._usage(ctx), mention_author=False
+        )
 
     def _usage(self, ctx: commands.Context[StyleBot]) -> str:
         me = self.bot.user

@@ -60,14 +60,18 @@ def fit(png: bytes, limit: int, *, stem: str = "stylized") -> Encoded:
 
 
 async def send_fitted(
-    send: Callable[[Encoded], Awaitable[T]], png: bytes, limit: int, *, job_id: str = "-"
+    send: Callable[[Encoded, int], Awaitable[T]], png: bytes, limit: int, *, job_id: str = "-"
 ) -> tuple[T, Encoded]:
-    """Send the result through `send`, re-encoding smaller on 413 and retrying other failures."""
+    """Send the result through `send(encoded, limit)`, re-encoding smaller on 413.
+
+    `limit` is the byte budget per file that `send` should also hold any other files to.
+    Server errors and rate limits that discord.py gave up on are retried a few times.
+    """
     encoded = await asyncio.to_thread(fit, png, limit)
     too_large = other = 0
     while True:
         try:
-            return await send(encoded), encoded
+            return await send(encoded, limit), encoded
         except discord.HTTPException as exc:
             if exc.status == 413 and too_large < RETRY_413:
                 too_large += 1

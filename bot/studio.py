@@ -38,7 +38,6 @@ from nst_engine.api import (
 log = logging.getLogger(__name__)
 
 SendStatus = Callable[[str, discord.ui.View], Awaitable[discord.abc.Snowflake]]
-INPUT_COPY_QUALITY = 90
 
 
 @dataclass(eq=False)
@@ -67,10 +66,10 @@ def new_job_id() -> str:
     return secrets.token_hex(3)
 
 
-def _input_copy(data: bytes, size: int) -> bytes:
-    """A small JPEG of an input image, carried on a result so its buttons can re-run it."""
+def _input_copy(data: bytes, size: int, limit: int, stem: str) -> delivery.Encoded:
+    """An input image at the job's size, carried on a result so its buttons can re-run it."""
     img = images.fit_long_side(images.decode(data), size)
-    return images.encode(img, "JPEG", quality=INPUT_COPY_QUALITY)
+    return delivery.fit(images.encode(img, "PNG"), limit, stem=stem)
 
 
 class Studio:
@@ -247,34 +246,33 @@ class Studio:
 
     async def _deliver(self, job: BotJob, result: Result) -> None:
         assert job.status is not None
-        extra: list[tuple[str, bytes]] = []
-        if job.source is None:
-            photo_copy = await asyncio.to_thread(_input_copy, job.request.content, job.request.size)
-            extra.append(("photo.jpg", photo_copy))
-            style_image = job.request.styles[0].image
-            if style_image is not None:
-                style_copy = await asyncio.to_thread(_input_copy, style_image, job.request.size)
-                extra.append(("style.jpg", style_copy))
-        budget = job.filesize_limit - sum(len(data) for _, data in extra)
+        inputs = [("photo", job.request.content), ("style", job.request.styles[0].image)]
+        copies: list[delivery.Encoded] = []
         header = (
             f"<@{job.owner_id}> here is your painting (job `{job.id}`).\n"
             f"-# {job.options.summary()} · {result.width}×{result.height} · "
             f"{progress.duration(result.seconds)} on {result.device}"
         )
-
-        async def send(encoded: delivery.Encoded) -> discord.Message:
-            files = [discord.File(io.BytesIO(encoded.data), filename=encoded.filename)]
-            files += [discord.File(io.BytesIO(data), filename=name) for name, data in extra]
-            note = f" · {encoded.note}" if encoded.note else ""
-            reference = (
-                discord.MessageReference(
-                    message_id=job.reply_to.id,
-                    channel_id=getattr(job.channel, "id", None),  # type: ignore[arg-type]
-                    fail_if_not_exists=False,
-                )
-                if job.reply_to is not None
-                else None
+        reference = (
+            discord.MessageReference(
+                message_id=job.reply_to.id,
+                channel_id=getattr(job.channel, "id", None),  # type: ignore[arg-type]
+                fail_if_not_exists=False,
             )
+            if job.reply_to is not None
+            else None
+        )
+
+        async def send(encoded: delivery.Encoded, limit: int) -> discord.Message:
+            if job.source is None and (not copies or any(len(c.data) > limit for c in copies)):
+                copies[:] = [
+                    await asyncio.to_thread(_input_copy, data, job.request.size, limit, stem)
+                    for stem, data in inputs
+                    if data is not None
+                ]
+            files = [discord.File(io.BytesIO(encoded.data), filename=encoded.filename)]
+            files += [discord.File(io.BytesIO(c.data), filename=c.filename) for c in copies]
+            note = f" · {encoded.note}" if encoded.note else ""
             return await job.channel.send(
                 header + note,
                 files=files,
@@ -284,12 +282,19 @@ class Studio:
             )
 
         try:
-            message, encoded = await delivery.send_fitted(send, result.image, budget, job_id=job.id)
-        except (discord.HTTPException, StyleBotError) as exc:
-            log.error("job %s: delivery failed: %r", job.id, exc)
-            await job.status.finish(
-                f"⚠️ Job `{job.id}` finished but I couldn't post the picture: {friendly(exc)}"
+            message, encoded = await delivery.send_fitted(
+                send, result.image, job.filesize_limit, job_id=job.id
             )
+        except discord.HTTPException as exc:
+            log.error("job %s: delivery failed: %s %s", job.id, exc.status, exc.text)
+            await job.status.finish(
+                f"⚠️ Job `{job.id}` finished but Discord refused the picture "
+                f"(HTTP {exc.status}). Check that I may attach files here."
+            )
+            return
+        except StyleBotError as exc:
+            log.error("job %s: delivery failed: %s", job.id, exc)
+            await job.status.finish(f"⚠️ Job `{job.id}` finished but: {friendly(exc)}")
             return
         log.info(
             "job %s: delivered %s (%d bytes) as message %s",

@@ -54,7 +54,8 @@ async def test_a_413_reencodes_smaller_and_retries() -> None:
     data = noisy_png()
     sent: list[int] = []
 
-    async def send(encoded: Encoded) -> str:
+    async def send(encoded: Encoded, limit: int) -> str:
+        assert len(encoded.data) <= limit
         sent.append(len(encoded.data))
         if len(sent) < 3:
             raise discord.HTTPException(Response413(), {"message": "Request entity too large"})  # type: ignore[arg-type]

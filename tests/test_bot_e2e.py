@@ -1,0 +1,380 @@
+"""End to end: the real bot and a real ProcessPoolEngine, talking to fakecord over loopback.
+
+One engine serves the whole module. Most tests share one bot (fresh users per test, so caps don't
+leak between tests); tests of startup, shutdown, restarts and intents start bots of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import re
+import zlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from PIL import Image
+
+from bot.app import StyleBot, build_bot
+from bot.settings import Settings
+from nst_engine import images
+from nst_engine.pool import ProcessPoolEngine
+from tests.fakecord import FakeDiscord, Message, User
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+WAIT = 60.0
+JOB_ID = re.compile(r"Job `([0-9a-f]+)`")
+
+
+def sample(name: str, long_side: int = 80, fmt: str = "PNG") -> bytes:
+    img = images.fit_long_side(images.decode((SAMPLES / name).read_bytes()), long_side)
+    return images.encode(img, fmt)
+
+
+PHOTO = sample("chelsea.png")
+STYLE = sample("rocket.jpg", fmt="JPEG")
+
+
+def settings(token: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "discord_token": token,
+        "default_size": 64,
+        "max_size": 128,
+        "default_quality": "draft",
+        "max_iterations": 1,
+        "status_interval": 0.2,
+        "max_attachment_bytes": 300_000,
+        "download_timeout": 10.0,
+    }
+    return Settings(_env_file=None, **(values | overrides))  # type: ignore[call-arg]
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def engine() -> AsyncIterator[ProcessPoolEngine]:
+    async with ProcessPoolEngine(workers=1, devices=["cpu"], job_timeout=120) as pool:
+        yield pool
+
+
+@contextlib.asynccontextmanager
+async def running_bot(
+    discord: FakeDiscord, engine: ProcessPoolEngine, **overrides: Any
+) -> AsyncIterator[StyleBot]:
+    bot = build_bot(settings(discord.token, **overrides), engine)
+    task = asyncio.create_task(bot.start(discord.token))
+    try:
+        await asyncio.wait_for(bot.wait_until_ready(), 30)
+        yield bot
+    finally:
+        await bot.close()
+        await task
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def world(engine: ProcessPoolEngine) -> AsyncIterator[tuple[FakeDiscord, StyleBot]]:
+    async with FakeDiscord() as discord, running_bot(discord, engine) as bot:
+        yield discord, bot
+        assert_no_traceback(discord)
+
+
+def assert_no_traceback(discord: FakeDiscord) -> None:
+    for message in discord.messages.values():
+        for revision in message.revisions:
+            assert "Traceback" not in revision.content, revision.content
+
+
+# ---------------------------------------------------------------- looking at the chat
+
+
+def paintings_for(discord: FakeDiscord, user: User) -> list[Message]:
+    """The bot's result messages for `user`, oldest first."""
+    return [
+        m
+        for m in discord.bot_messages()
+        if m.content.startswith(f"<@{user.id}> here is your painting") and m.files
+    ]
+
+
+async def next_painting(discord: FakeDiscord, user: User, after: int = 0) -> Message:
+    """Wait for `user`'s painting number `after + 1`."""
+    found = await discord.wait_for(lambda: paintings_for(discord, user)[after:], WAIT)
+    return found[0]
+
+
+async def bot_reply(discord: FakeDiscord, message: Message, text: str) -> Message:
+    """The bot's reply to `message` (any revision) containing `text`."""
+
+    def find() -> Message | None:
+        for m in discord.replies_to(message):
+            if m.author.id == discord.bot_user.id and text in m.content:
+                return m
+        return None
+
+    return await discord.wait_for(find, WAIT)
+
+
+async def status_of(discord: FakeDiscord, message: Message) -> tuple[Message, str]:
+    """The status message the bot posted for the job `message` asked for, and its job id."""
+    status = await bot_reply(discord, message, "Job `")
+    match = JOB_ID.search(status.revisions[0].content)
+    assert match is not None
+    return status, match[1]
+
+
+def size_of(data: bytes) -> tuple[int, int]:
+    with Image.open(io.BytesIO(data)) as img:
+        return img.size
+
+
+def until(predicate: Callable[[], bool]) -> Callable[[], bool]:
+    return predicate
+
+
+# ---------------------------------------------------------------- stylize
+
+
+async def test_prefix_stylize_with_a_photo_and_a_style_image(world) -> None:
+    discord, _ = world
+    alice = discord.add_user("alice")
+    msg = await discord.post(alice, "!stylize", files=[("cat.png", PHOTO), ("rocket.jpg", STYLE)])
+    result = await next_painting(discord, alice)
+    assert result.reference is msg
+    assert result.files[0].filename == "stylized.png"
+    assert max(size_of(result.files[0].data)) == 64
+    assert "your style image" in result.content and "draft" in result.content
+    assert {"Stronger", "Subtler", "Keep colours", "New seed"} <= {
+        button["label"] for row in result.components for button in row["components"]
+    }
+    status, job_id = await status_of(discord, msg)
+    await discord.wait_for(lambda: "is done" in status.content, WAIT)
+    assert status.revisions[0].content.startswith(f"⏳ Job `{job_id}`")
+    assert any("Cancel" in str(rev.components) for rev in status.revisions)
+    assert status.components == []  # the Cancel button goes when the job ends
+
+
+async def test_prefix_stylize_with_a_builtin_style_and_options(world) -> None:
+    discord, _ = world
+    bob = discord.add_user("bob")
+    await discord.post(
+        bob,
+        "!stylize starry-night strength=2 size=96 quality=draft keep-colors seed=7",
+        files=[("cat.png", PHOTO)],
+    )
+    result = await next_painting(discord, bob)
+    for part in ("starry-night", "strength 2", "96 px", "colours kept", "seed 7"):
+        assert part in result.content
+    assert max(size_of(result.files[0].data)) == 96
+
+
+async def test_slash_stylize_with_attachment_options_and_autocomplete(world) -> None:
+    discord, _ = world
+    carol = discord.add_user("carol")
+    choices = await discord.autocomplete(carol, "stylize", {"style": "star"}, focused="style")
+    assert [c["value"] for c in choices] == ["starry-night"]
+    interaction = await discord.slash(
+        carol, "stylize", {"style": "udnie", "strength": 0.5}, files={"photo": ("cat.png", PHOTO)}
+    )
+    result = await next_painting(discord, carol)
+    assert "udnie" in result.content and "strength 0.5" in result.content
+    # The inputs ride along so the buttons can re-run the job after a restart.
+    assert [f.filename for f in result.files] == ["stylized.png", "photo.png"]
+    assert interaction.deferred
+    status = interaction.messages[0]
+    assert result.reference is status
+    await discord.wait_for(lambda: "is done" in status.content, WAIT)
+
+    stronger = next(c for c in result.custom_ids() if c.startswith("sb:+:"))
+    await discord.click(carol, result, stronger)
+    again = await next_painting(discord, carol, after=1)
+    assert "strength 0.75" in again.content and "udnie" in again.content
+
+
+async def test_slash_stylize_with_two_image_options(world) -> None:
+    discord, _ = world
+    dan = discord.add_user("dan")
+    await discord.slash(
+        dan,
+        "stylize",
+        {"quality": "draft"},
+        files={"photo": ("cat.png", PHOTO), "style_image": ("rocket.jpg", STYLE)},
+    )
+    result = await next_painting(discord, dan)
+    assert [f.filename for f in result.files] == ["stylized.png", "photo.png", "style.png"]
+
+
+async def test_reply_to_a_message_with_a_photo(world) -> None:
+    discord, _ = world
+    erin, frank = discord.add_user("erin"), discord.add_user("frank")
+    photo_post = await discord.post(erin, "look at my cat", files=[("cat.png", PHOTO)])
+    ask = await discord.post(frank, "!stylize the-scream", reply_to=photo_post)
+    result = await next_painting(discord, frank)
+    assert result.reference is ask
+    assert "the-scream" in result.content
+
+
+async def test_unknown_style_gets_a_suggestion(world) -> None:
+    discord, _ = world
+    gina = discord.add_user("gina")
+    msg = await discord.post(gina, "!stylize stary-night", files=[("cat.png", PHOTO)])
+    reply = await bot_reply(discord, msg, "Unknown style")
+    assert "Unknown style 'stary-night'. Did you mean 'starry-night'?" in reply.content
+
+
+def bomb_png(side: int = 20_000) -> bytes:
+    """A small PNG that claims side × side one-bit pixels (all black): 400 megapixels."""
+    row = b"\0" * (1 + side // 8)
+    packer = zlib.compressobj(9)
+    body = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data).to_bytes(4, "big")
+        return len(data).to_bytes(4, "big") + kind + data + crc
+
+    header = side.to_bytes(4, "big") * 2 + bytes([1, 0, 0, 0, 0])
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+    )
+
+
+def noise_png(side: int) -> bytes:
+    out = io.BytesIO()
+    Image.effect_noise((side, side), 80).convert("RGB").save(out, "PNG")
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("content", "files", "expected"),
+    [
+        ("!stylize starry-night", [], "No image found"),
+        ("!stylize", [("cat.png", PHOTO)], "I need a style"),
+        ("!stylize udnie", [("a.png", PHOTO), ("b.png", PHOTO)], "Too many attachments: 2"),
+        ("!stylize", [("a.png", PHOTO)] * 3, "Too many attachments: 3"),
+        ("!stylize udnie", [("huge.png", noise_png(400))], "`huge.png` is too big"),
+        ("!stylize udnie", [("notes.txt", b"just words")], "`notes.txt` is not an image"),
+        ("!stylize udnie", [("bomb.png", bomb_png())], "`bomb.png` has too many pixels"),
+        ("!stylize udnie", [("fake.png", b"\x89PNG\r\n\x1a\nnot really")], "`fake.png`"),
+        ("!stylize udnie strength=50", [("cat.png", PHOTO)], "Strength must be between"),
+        ("!stylize udnie sharpness=3", [("cat.png", PHOTO)], "Unknown option `sharpness`"),
+    ],
+)
+async def test_refusals_are_one_friendly_line(world, content, files, expected) -> None:
+    discord, bot = world
+    user = discord.add_user("hank")
+    msg = await discord.post(user, content, files=files)
+    reply = await bot_reply(discord, msg, expected)
+    assert reply.content.startswith("❌") and "\n" not in reply.content
+    assert not reply.files
+    assert not bot.studio.jobs_of(user.id)
+
+
+async def test_help_about_styles_and_queue(world) -> None:
+    discord, _ = world
+    ivy = discord.add_user("ivy")
+    help_msg = await discord.post(ivy, "!help")
+    await bot_reply(discord, help_msg, "!stylize starry-night strength=2")
+    about = await discord.post(ivy, "!about")
+    await bot_reply(discord, about, "K. Simonyan and A. Zisserman")
+    styles_msg = await discord.post(ivy, "!styles")
+    gallery = await bot_reply(discord, styles_msg, "`starry-night`")
+    assert gallery.files[0].filename == "styles.jpg"
+    assert images.probe(gallery.files[0].data).format == "JPEG"
+    queue = await discord.post(ivy, "!queue")
+    await bot_reply(discord, queue, "You have no jobs.")
+    slash = await discord.slash(ivy, "about")
+    await discord.wait_for(lambda: slash.messages and "Oxford VGG" in slash.messages[0].content)
+
+
+# ---------------------------------------------------------------- result buttons
+
+
+async def test_each_result_button_queues_a_changed_job_for_its_owner_only(world) -> None:
+    discord, _ = world
+    jack, kate = discord.add_user("jack"), discord.add_user("kate")
+    msg = await discord.post(jack, "!stylize great-wave seed=3", files=[("cat.png", PHOTO)])
+    first = await next_painting(discord, jack)
+    ids = {c.split(":")[1]: c for c in first.custom_ids()}
+    assert all(len(custom_id) <= 100 for custom_id in ids.values())
+
+    refused = await discord.click(kate, first, ids["+"])
+    await discord.wait_for(lambda: refused.responded)
+    assert refused.ephemeral and "belong to" in refused.response.data["content"]
+
+    expectations = {"+": "strength 1.5", "-": "strength 0.667", "k": "colours kept"}
+    for count, (action, text) in enumerate(expectations.items(), start=1):
+        await discord.click(jack, first, ids[action])
+        result = await next_painting(discord, jack, after=count)
+        assert text in result.content and "great-wave" in result.content
+        assert result.reference is msg  # re-fetched from the user's own message
+
+    await discord.click(jack, first, ids["n"])
+    reseeded = await next_painting(discord, jack, after=4)
+    seed = re.search(r"seed (\d+)", reseeded.content)
+    assert seed is not None and seed[1] != "3"
+    kept = paintings_for(discord, jack)[3]
+    toggle = next(c for c in kept.custom_ids() if c.startswith("sb:k:"))
+    assert "Full colour" in str(kept.components)
+    await discord.click(jack, kept, toggle)
+    full = await next_painting(discord, jack, after=5)
+    assert "colours kept" not in full.content
+
+
+# ---------------------------------------------------------------- upload limits and faults
+
+
+async def test_result_over_the_upload_limit_is_reencoded_to_fit(world) -> None:
+    discord, _ = world
+    small = discord.add_guild("tiny uploads", upload_limit=9_000)
+    channel = small.channels[0]
+    lena = discord.add_user("lena")
+    await discord.wait_for(lambda: world[1].get_guild(small.id) is not None)
+    await discord.slash(
+        lena,
+        "stylize",
+        {"style": "starry-night", "size": 128},
+        channel=channel,
+        files={"photo": ("cat.png", sample("chelsea.png", 128))},
+    )
+    result = await next_painting(discord, lena)
+    assert all(f.size <= 9_000 for f in result.files)
+    assert result.files[0].filename.endswith((".jpg", ".webp"))
+    assert "to fit the upload limit" in result.content
+    assert max(size_of(result.files[0].data)) <= 128
+
+    # A prefix command only learns the limit from Discord's 413, and still delivers.
+    msg = await discord.post(
+        lena,
+        "!stylize starry-night size=128",
+        channel=channel,
+        files=[("cat.png", sample("chelsea.png", 128))],
+    )
+    again = await next_painting(discord, lena, after=1)
+    assert again.reference is msg and again.files[0].size <= 9_000
+    assert any(r.status == 413 for r in discord.requests)
+
+
+async def test_a_413_on_upload_is_retried_smaller(world) -> None:
+    discord, _ = world
+    mike = discord.add_user("mike")
+    msg = await discord.post(mike, "!stylize udnie size=96", files=[("cat.png", PHOTO)])
+    await status_of(discord, msg)
+    discord.fail_next("POST /channels/{channel_id}/messages", status=413)
+    result = await next_painting(discord, mike)
+    assert result.files[0].filename != "stylized.png"
+    assert any(r.status == 413 and r.method == "POST" for r in discord.requests)
+
+
+async def test_a_gateway_drop_mid_job_still_delivers(world) -> None:
+    discord, _ = world
+    nora = discord.add_user("nora")
+    await discord.post(nora, "!stylize shipwreck", files=[("cat.png", PHOTO)])
+    await discord.wait_for(lambda: any("Job `" in m.content for m in discord.bot_messages()))
+    resumes = discord.gateway_ops.count("RESUME")
+    await discord.drop_gateway(down_for=1.0)
+    result = await next_painting(discord, nora)
+    assert "shipwreck" in result.content
+    await discord.wait_for(lambda: discord.gateway_ops.count("RESUME") > resumes, WAIT)
