@@ -1,4 +1,5 @@
-"""Reading message and command payloads the way Discord does, with Discord's limits and errors.
+"""Reading request bodies and message/command payloads the way Discord does, with its limits
+and errors.
 
 Checks are the ones a bot really trips over: empty messages, 2000-character content, embed
 limits, component layout and custom_id rules, attachment references, upload size (413/40005)
@@ -7,9 +8,12 @@ and command-definition validity.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
 
 from .state import EPHEMERAL, Channel, Guild, Message, StoredFile
 
@@ -20,6 +24,7 @@ if TYPE_CHECKING:
 # IS_COMPONENTS_V2.
 SETTABLE_FLAGS = (1 << 2) | (1 << 6) | (1 << 12) | (1 << 15)
 _COMMAND_NAME = re.compile(r"^[-_\w]{1,32}$")
+_FILE_FIELD = re.compile(r"files\[(\d+)\]|file(\d*)")
 
 
 class ApiError(Exception):
@@ -49,6 +54,42 @@ class Upload:
     index: int
     filename: str
     data: bytes
+
+
+def json_response(
+    body: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    """A JSON answer with Discord's exact `Content-Type: application/json` (no charset), which
+    discord.py checks for by equality."""
+    headers = {"Content-Type": "application/json"} | (headers or {})
+    return web.Response(body=json.dumps(body).encode(), status=status, headers=headers)
+
+
+async def read_body(request: web.Request) -> tuple[dict[str, Any], list[Upload]]:
+    """A JSON body, or multipart `payload_json` + `files[n]` parts."""
+    if request.content_type.startswith("multipart/"):
+        payload: dict[str, Any] = {}
+        uploads: list[Upload] = []
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            name = part.name or ""  # type: ignore[union-attr]
+            if name == "payload_json":
+                payload = json.loads(await part.text())  # type: ignore[union-attr]
+                continue
+            match = _FILE_FIELD.fullmatch(name)
+            if match is None:
+                raise ApiError(400, 50035, "Invalid Form Body", {name: "unexpected form field"})
+            index = int(match.group(1) or match.group(2) or 0)
+            data = bytes(await part.read())  # type: ignore[union-attr]
+            uploads.append(Upload(index, part.filename or "unknown", data))  # type: ignore[union-attr]
+        return payload, uploads
+    if not request.can_read_body:
+        return {}, []
+    try:
+        body = await request.json()
+    except ValueError as err:
+        raise ApiError(400, 50109, "The request body contains invalid JSON.") from err
+    return (body if isinstance(body, dict) else {"_": body}), []
 
 
 def message_fields(
