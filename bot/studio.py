@@ -56,6 +56,7 @@ class BotJob:
     status: progress.StatusMessage | None = None
     ticket: Ticket | None = None
     engine_job: Job | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)  # set once the status exists
     cancelled: bool = False
     shutting_down: bool = False
     fraction: float = 0.0
@@ -155,11 +156,26 @@ class Studio:
         )
         job.ticket = Ticket(job.id, owner_id, guild_id, payload=job)
         self.scheduler.check(job.ticket)
-        expected = self.scheduler.queue.waiting_count + 1
-        sent = await send_status(
-            progress.queued_text(job.id, expected, self._summary(job)), cancel_view(job.id)
-        )
-        status_message = self._partial(channel, sent.id)
+        self.jobs[job.id] = job
+        try:
+            position = self.scheduler.submit(job.ticket)
+        except InputError:
+            self.jobs.pop(job.id, None)
+            raise
+        try:
+            text = (
+                progress.starting_text(job.id, self._summary(job))
+                if position is None
+                else progress.queued_text(job.id, position, self._summary(job))
+            )
+            sent = await send_status(text, cancel_view(job.id))
+            status_message = self._partial(channel, sent.id)
+        except BaseException:
+            job.cancelled = True
+            self.scheduler.cancel_waiting(job.ticket)
+            self.jobs.pop(job.id, None)
+            job.ready.set()
+            raise
         job.status = progress.StatusMessage(
             status_message,
             interval=self.settings.status_interval,
@@ -168,19 +184,17 @@ class Studio:
         )
         if job.reply_to is None:
             job.reply_to = status_message
-        try:
-            position = self.scheduler.submit(job.ticket)
-        except InputError as exc:
-            await job.status.finish(friendly(exc))
-            raise
-        self.jobs[job.id] = job
+        if position is not None:
+            self._positions[job.id] = position
+            self._moved(self.scheduler.queue.positions())  # it may have moved meanwhile
+        job.ready.set()
         log.info(
             "job %s: queued for user %s in guild %s (%s), position %s",
             job.id,
             owner_id,
             guild_id,
             options.summary(),
-            position,
+            position or "running",
         )
         return job
 
@@ -205,8 +219,11 @@ class Studio:
 
     async def _run(self, ticket: Ticket) -> None:
         job = ticket.payload
-        assert isinstance(job, BotJob) and job.status is not None
+        assert isinstance(job, BotJob)
+        await job.ready.wait()
         self._positions.pop(job.id, None)
+        if job.status is None:  # the status message could not be posted; nobody to tell
+            return
         try:
             if job.cancelled:
                 raise Cancelled()
@@ -230,8 +247,8 @@ class Studio:
             await self._failed(job, exc)
             return
         log.info("job %s: painted in %.1f s on %s", job.id, result.seconds, result.device)
+        self.jobs.pop(job.id, None)  # painted: nothing left to cancel
         await self._deliver(job, result)
-        self.jobs.pop(job.id, None)
 
     async def _failed(self, job: BotJob, exc: BaseException) -> None:
         self.jobs.pop(job.id, None)
@@ -319,12 +336,13 @@ class Studio:
         """Cancel a waiting or running job; its status message says so."""
         job.cancelled = True
         job.shutting_down = shutting_down
-        assert job.ticket is not None and job.status is not None
+        assert job.ticket is not None
         if self.scheduler.cancel_waiting(job.ticket):
             self.jobs.pop(job.id, None)
             self._positions.pop(job.id, None)
             log.info("job %s: removed from the queue", job.id)
-            await job.status.finish(f"🛑 Job `{job.id}` was cancelled before it started.")
+            if job.status is not None:
+                await job.status.finish(f"🛑 Job `{job.id}` was cancelled before it started.")
         elif job.engine_job is not None:
             await job.engine_job.cancel()
 
@@ -434,9 +452,11 @@ class Studio:
         waiting = self.scheduler.stop()
         for ticket in waiting:
             job = ticket.payload
-            assert isinstance(job, BotJob) and job.status is not None
+            assert isinstance(job, BotJob)
             self.jobs.pop(job.id, None)
             log.info("job %s: dropped at shutdown before it started", job.id)
+            if job.status is None:
+                continue
             text = (
                 f"🛑 The bot is shutting down, so job `{job.id}` was not started. "
                 "Please send it again when I'm back."

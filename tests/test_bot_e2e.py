@@ -11,7 +11,7 @@ import contextlib
 import io
 import re
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,9 @@ def settings(token: str, **overrides: Any) -> Settings:
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def engine() -> AsyncIterator[ProcessPoolEngine]:
-    async with ProcessPoolEngine(workers=1, devices=["cpu"], job_timeout=120) as pool:
+    async with ProcessPoolEngine(
+        workers=1, devices=["cpu"], job_timeout=120, preview_interval=0.5
+    ) as pool:
         yield pool
 
 
@@ -131,10 +133,6 @@ def size_of(data: bytes) -> tuple[int, int]:
         return img.size
 
 
-def until(predicate: Callable[[], bool]) -> Callable[[], bool]:
-    return predicate
-
-
 # ---------------------------------------------------------------- stylize
 
 
@@ -152,7 +150,7 @@ async def test_prefix_stylize_with_a_photo_and_a_style_image(world) -> None:
     }
     status, job_id = await status_of(discord, msg)
     await discord.wait_for(lambda: "is done" in status.content, WAIT)
-    assert status.revisions[0].content.startswith(f"⏳ Job `{job_id}`")
+    assert status.revisions[0].content.startswith(f"🎨 Job `{job_id}` is starting")
     assert any("Cancel" in str(rev.components) for rev in status.revisions)
     assert status.components == []  # the Cancel button goes when the job ends
 
@@ -378,3 +376,116 @@ async def test_a_gateway_drop_mid_job_still_delivers(world) -> None:
     result = await next_painting(discord, nora)
     assert "shipwreck" in result.content
     await discord.wait_for(lambda: discord.gateway_ops.count("RESUME") > resumes, WAIT)
+
+
+# ---------------------------------------------------------------- queue, cancel, lifecycle
+# These bots paint more steps per job, so that jobs are still running when the test acts.
+
+
+async def ask(discord: FakeDiscord, user: User, content: str) -> tuple[Message, Message, str]:
+    """Post a job and wait for its status message: (request, status, job id)."""
+    msg = await discord.post(user, content, files=[("cat.png", PHOTO)])
+    status, job_id = await status_of(discord, msg)
+    return msg, status, job_id
+
+
+def owner_of(painting: Message) -> int:
+    match = re.match(r"<@(\d+)>", painting.content)
+    assert match is not None
+    return int(match[1])
+
+
+async def test_caps_and_round_robin_across_three_users(engine) -> None:
+    async with (
+        FakeDiscord() as discord,
+        running_bot(discord, engine, max_iterations=4, guild_jobs=5) as bot,
+    ):
+        ann, ben, cat, dot = (discord.add_user(n) for n in ("ann", "ben", "cat", "dot"))
+        await ask(discord, ann, "!stylize udnie")
+        await ask(discord, ann, "!stylize udnie seed=1")
+        await ask(discord, ann, "!stylize udnie seed=2")
+        fourth = await discord.post(ann, "!stylize udnie seed=3", files=[("cat.png", PHOTO)])
+        await bot_reply(discord, fourth, "2 waiting (the limit is 1 running + 2 waiting)")
+        await ask(discord, ben, "!stylize the-scream")
+        _, cat_status, _ = await ask(discord, cat, "!stylize great-wave")
+        over = await discord.post(dot, "!stylize udnie", files=[("cat.png", PHOTO)])
+        await bot_reply(discord, over, "This server already has 5 jobs")
+        queue = await discord.post(ann, "!queue")
+        listing = await bot_reply(discord, queue, "In all:")
+        assert listing.content.count("waiting, position") == 2
+
+        paintings = await discord.wait_for(
+            lambda: (
+                [m for m in discord.bot_messages() if "here is your painting" in m.content][4:]
+                and [m for m in discord.bot_messages() if "here is your painting" in m.content]
+            ),
+            WAIT * 2,
+        )
+        assert [owner_of(p) for p in paintings] == [ann.id, ben.id, cat.id, ann.id, ann.id]
+        moves = [rev.content for rev in cat_status.revisions]
+        assert "position 2" in moves[0]
+        assert any("next in line" in text for text in moves[1:])
+        assert not bot.studio.jobs
+
+
+async def test_cancel_waiting_and_running_jobs(engine) -> None:
+    async with FakeDiscord() as discord, running_bot(discord, engine, max_iterations=12):
+        olga, pete = discord.add_user("olga"), discord.add_user("pete")
+        root = discord.add_user("root", admin=True)
+        _, running, running_id = await ask(discord, olga, "!stylize udnie")
+        _, waiting, waiting_id = await ask(discord, olga, "!stylize udnie seed=5")
+        command = await discord.post(olga, f"!cancel {waiting_id}")
+        await bot_reply(discord, command, "Cancelling")
+        await discord.wait_for(lambda: "cancelled before it started" in waiting.content, WAIT)
+        assert waiting.components == []
+
+        await discord.wait_for(lambda: "is painting" in running.content, WAIT)
+        assert re.search(r"`\[█*░*\]` \d+%: step \d+/12", running.content)
+        cancel_id = f"sb:c:{running_id}"
+        refused = await discord.click(pete, running, cancel_id)
+        await discord.wait_for(lambda: refused.responded)
+        assert refused.ephemeral and "Only the person" in refused.response.data["content"]
+        await discord.click(olga, running, cancel_id)
+        await discord.wait_for(lambda: "was cancelled (on request)" in running.content, WAIT)
+        previews = [f for rev in running.revisions for f in rev.files]
+        assert previews and all(f.filename == "preview.jpg" for f in previews)
+        assert running.files == []  # the last edit drops the preview
+
+        _, petes, petes_id = await ask(discord, pete, "!stylize udnie")
+        await discord.post(root, f"!cancel {petes_id}")
+        await discord.wait_for(lambda: "cancelled" in petes.content, WAIT)
+        assert not paintings_for(discord, olga) and not paintings_for(discord, pete)
+        assert_no_traceback(discord)
+
+
+async def test_shutdown_tells_the_owners_of_queued_jobs(engine) -> None:
+    async with FakeDiscord() as discord, running_bot(discord, engine, max_iterations=12) as bot:
+        quin, rose, sam = (discord.add_user(n) for n in ("quin", "rose", "sam"))
+        _, running, _ = await ask(discord, quin, "!stylize udnie")
+        _, rose_status, rose_job = await ask(discord, rose, "!stylize udnie")
+        _, sam_status, _ = await ask(discord, sam, "!stylize udnie")
+        await discord.wait_for(lambda: "is painting" in running.content, WAIT)
+        await bot.close()
+        assert "not started" in rose_status.content and "not started" in sam_status.content
+        assert "shutting down" in running.content
+        told = [m for m in discord.bot_messages() if m.content.startswith(f"<@{rose.id}> 🛑")]
+        assert len(told) == 1 and rose_job in told[0].content
+        assert not bot.studio.jobs
+        assert_no_traceback(discord)
+
+
+async def test_mention_prefix_without_the_intent_and_buttons_after_a_restart(engine) -> None:
+    async with FakeDiscord() as discord:
+        tom = discord.add_user("tom")
+        async with running_bot(discord, engine, message_content_intent=False):
+            msg = await discord.post(
+                tom, f"<@{discord.bot_user.id}> stylize woman-with-hat", files=[("c.png", PHOTO)]
+            )
+            first = await next_painting(discord, tom)
+            assert first.reference is msg
+        async with running_bot(discord, engine):
+            reseed = next(c for c in first.custom_ids() if c.startswith("sb:n:"))
+            await discord.click(tom, first, reseed)
+            again = await next_painting(discord, tom, after=1)
+            assert again.reference is msg and "woman-with-hat" in again.content
+        assert_no_traceback(discord)
