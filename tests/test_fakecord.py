@@ -278,10 +278,11 @@ async def test_upload_over_the_guild_limit_gets_413(fake: FakeDiscord) -> None:
         await stop(client, task)
 
 
-async def test_late_interaction_answer_is_unknown(fake: FakeDiscord) -> None:
+async def test_late_answers_and_expired_tokens_are_refused(fake: FakeDiscord) -> None:
     fake.interaction_deadline = 0.2
+    fake.interaction_token_lifetime = 0.5
     client = Recorder()
-    failures: list[discord.NotFound] = []
+    failures: list[discord.HTTPException] = []
 
     @client.tree.command(description="Too slow")
     async def slow(interaction: discord.Interaction) -> None:
@@ -291,12 +292,25 @@ async def test_late_interaction_answer_is_unknown(fake: FakeDiscord) -> None:
         except discord.NotFound as err:
             failures.append(err)
 
+    @client.tree.command(description="Answers, then follows up too late")
+    async def later(interaction: discord.Interaction) -> None:
+        await interaction.response.defer()
+        await asyncio.sleep(0.7)
+        try:
+            await interaction.followup.send("too late")
+        except discord.HTTPException as err:
+            failures.append(err)
+
     task = await run(fake, client)
     try:
         await client.tree.sync()
         used = await fake.slash(fake.owner, "slow")
         await fake.wait_for(lambda: failures, 5)
         assert failures[0].code == 10062 and not used.responded
+        deferred = await fake.slash(fake.owner, "later")
+        await fake.wait_for(lambda: len(failures) == 2, 5)
+        assert (failures[1].status, failures[1].code) == (401, 50027)
+        assert deferred.deferred and deferred.original.flags & 128  # still "thinking"
     finally:
         await stop(client, task)
 

@@ -82,10 +82,13 @@ Faults
         events dispatched while down (down_for s) are replayed when the client RESUMEs
     request_reconnect()       opcode 7; the client reconnects and resumes
     FakeDiscord(upload_limit=10 MiB, latency=0.0, heartbeat_interval=41.25,
-                interaction_deadline=3.0, rate_limit=(50, 1.0),
+                interaction_deadline=3.0, interaction_token_lifetime=900.0,
+                rate_limit=(50, 1.0),
                 privileged_intents=MEMBERS | PRESENCES | MESSAGE_CONTENT)
         latency delays every REST answer and gateway frame; an interaction not answered
-        within interaction_deadline s gets 404 10062 "Unknown interaction" (as on Discord);
+        within interaction_deadline s gets 404 10062 "Unknown interaction" (as on Discord),
+        and follow-ups or @original edits after interaction_token_lifetime s get 401 50027
+        "Invalid Webhook Token" (a job longer than 15 minutes must edit another way);
         each route+channel bucket allows rate_limit[0] requests per rate_limit[1] s and
         advertises it in X-RateLimit-* headers (a client that ignores them gets 429s);
         privileged_intents are those "enabled in the developer portal": IDENTIFY asking for

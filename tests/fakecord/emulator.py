@@ -81,6 +81,7 @@ class FakeDiscord:
         *,
         heartbeat_interval: float = 41.25,
         interaction_deadline: float = 3.0,
+        interaction_token_lifetime: float = 15 * 60,
         rate_limit: tuple[int, float] = (50, 1.0),
         bot_name: str = "stylebot",
         privileged_intents: int = PRIVILEGED_INTENTS,
@@ -88,6 +89,7 @@ class FakeDiscord:
         self.latency = latency
         self.privileged_intents = privileged_intents
         self.interaction_deadline = interaction_deadline
+        self.interaction_token_lifetime = interaction_token_lifetime
         self.rate_limit = rate_limit
         self.application_id = snowflake()
         self.bot_user = User(self.application_id, bot_name, bot=True)

@@ -92,11 +92,6 @@ class Interaction:
         found = [self.original] if self.original is not None else []
         return found + [m for m in self.followups if m is not self.original]
 
-    def expired(self, deadline: float) -> bool:
-        """An unanswered interaction token dies after `deadline` s, an answered one in 15 min."""
-        age = time.monotonic() - self.created
-        return age > (15 * 60 if self.callbacks else deadline)
-
 
 def find_command(commands: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
     top = name.split()[0]

@@ -22,14 +22,24 @@ class InteractionRoutes:
         self.hub = hub
 
     def _interaction(self, token: str, *, answered: bool) -> ix.Interaction:
+        """The interaction `token` belongs to, checked the way Discord does: a callback within
+        `interaction_deadline` s; follow-ups and @original only after one, for the token's
+        lifetime (15 minutes)."""
         iid = token.removeprefix("aW50ZXJhY3Rpb246").split(":", 1)[0]
         interaction = self.hub.interactions.get(int(iid)) if iid.isdigit() else None
         if interaction is None or interaction.token != token:
-            raise ApiError(404, 10062 if not answered else 10015, "Unknown interaction")
-        if interaction.expired(self.hub.interaction_deadline):
+            if answered:
+                raise ApiError(404, 10015, "Unknown Webhook")
             raise ApiError(404, 10062, "Unknown interaction")
-        if answered and not interaction.responded:
+        age = time.monotonic() - interaction.created
+        if not answered:
+            if age > self.hub.interaction_deadline and not interaction.responded:
+                raise ApiError(404, 10062, "Unknown interaction")
+            return interaction
+        if not interaction.responded:
             raise ApiError(404, 10015, "Unknown Webhook")
+        if age > self.hub.interaction_token_lifetime:
+            raise ApiError(401, 50027, "Invalid Webhook Token")
         return interaction
 
     async def callback(self, request: web.Request) -> web.Response:
