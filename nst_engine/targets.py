@@ -71,11 +71,16 @@ class TargetCache:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        except OSError as exc:
+            log.warning("could not write style cache file %s: %s", path, exc)
+            return
+        try:
             with os.fdopen(fd, "wb") as f:
                 torch.save({k: v.cpu() for k, v in grams.items()}, f)
             os.replace(tmp, path)
         except OSError as exc:
             log.warning("could not write style cache file %s: %s", path, exc)
+            Path(tmp).unlink(missing_ok=True)
 
     def _remember(self, key: tuple[str, int, int, str], grams: dict[str, torch.Tensor]) -> None:
         with self._lock:

@@ -40,7 +40,9 @@ TargetsFn = Callable[[dict[str, torch.Tensor], list[dict[str, torch.Tensor]], li
 
 
 @dataclass
-class _Style:
+class StyleImage:
+    """A decoded style image and its blend weight."""
+
     image: Image.Image
     weight: float
     builtin: str | None  # the built-in's name, the key of its cached targets
@@ -74,12 +76,12 @@ def _work(scale: Scale) -> float:
     return float(scale.width * scale.height)
 
 
-def _load_style(source: StyleSource) -> _Style:
+def _load_style(source: StyleSource) -> StyleImage:
     if source.name is not None:
         styles.get(source.name)  # InputError with a suggestion for an unknown name
-        return _Style(styles.image(source.name), source.weight, source.name)
+        return StyleImage(styles.image(source.name), source.weight, source.name)
     assert source.image is not None
-    return _Style(images.decode(source.image), source.weight, None)
+    return StyleImage(images.decode(source.image), source.weight, None)
 
 
 def _resize(img: Image.Image, width: int, height: int) -> Image.Image:
@@ -88,7 +90,7 @@ def _resize(img: Image.Image, width: int, height: int) -> Image.Image:
     return img.resize((width, height), Image.Resampling.LANCZOS)
 
 
-def _style_dims(img: Image.Image, scale: Scale) -> tuple[int, int]:
+def style_dims(img: Image.Image, scale: Scale) -> tuple[int, int]:
     """The style's size at this scale: its own aspect, the same area as the content."""
     w, h = img.size
     factor = (scale.width * scale.height / (w * h)) ** 0.5
@@ -97,12 +99,12 @@ def _style_dims(img: Image.Image, scale: Scale) -> tuple[int, int]:
 
 def _style_grams(
     model: VGGFeatures,
-    style: _Style,
+    style: StyleImage,
     scale: Scale,
     content_grey: torch.Tensor | None,
     cache: TargetCache,
 ) -> dict[str, torch.Tensor]:
-    width, height = _style_dims(style.image, scale)
+    width, height = style_dims(style.image, scale)
     cacheable = style.builtin is not None and content_grey is None
     if cacheable:
         cached = cache.get(style.builtin, width, height, model.device)
@@ -118,7 +120,8 @@ def _style_grams(
     return grams
 
 
-def _to_image(x: torch.Tensor, colour: torch.Tensor | None) -> Image.Image:
+def to_image(x: torch.Tensor, colour: torch.Tensor | None) -> Image.Image:
+    """The Caffe-space image as RGB; with `colour`, its luminance on that image's chroma."""
     rgb = deprocess(x.detach()).clamp(0.0, 1.0)
     if colour is not None:
         if colour.shape[-2:] != rgb.shape[-2:]:
@@ -176,7 +179,7 @@ def stylize(
         )
     except torch.OutOfMemoryError as exc:
         raise EngineError("Ran out of memory painting this image; try a smaller size.") from exc
-    out = _to_image(x, colour)
+    out = to_image(x, colour)
     seconds = time.monotonic() - started
     log.info("stylized %dx%d in %.1fs on %s", out.width, out.height, seconds, dev)
     return Result(
@@ -193,7 +196,7 @@ def stylize(
 def paint(
     model: VGGFeatures,
     content: Image.Image,
-    style_list: Sequence[_Style],
+    style_list: Sequence[StyleImage],
     scales: Sequence[Scale],
     targets_fn: TargetsFn,
     *,
@@ -280,7 +283,7 @@ def paint(
                 or (preview_interval is not None and now - tracker.last_preview >= preview_interval)
             )
             x = pixels.detach().permute(0, 3, 1, 2)
-            image = _to_image(x, colour) if (snapshot or want_preview) else None
+            image = to_image(x, colour) if (snapshot or want_preview) else None
             if snapshot and image is not None and on_snapshot is not None:
                 on_snapshot(tracker.step, image)
             preview = None
