@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import logging
 import struct
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,8 @@ ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF")
 # first picture is the photo.
 _FORMAT_NAMES = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG", "WEBP": "WEBP", "GIF": "GIF"}
 ENCODE_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP")
+
+_WARNINGS_LOCK = threading.Lock()
 
 UNREADABLE = "That file isn't an image I can read (JPEG, PNG, WebP or GIF)."
 DAMAGED = "That image is damaged or cut short, so I can't read it."
@@ -102,15 +105,16 @@ def _check_shape(width: int, height: int, max_pixels: int) -> None:
 
 
 def _open(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
-    """Open lazily (header only) and check format and shape; the caller holds the warning filter."""
+    """Open lazily (header only), refusing a wrong format, a bad shape or a bomb warning."""
     _check_bytes(data, max_bytes)
     too_large = InputError(
         f"That image is too large; the limit is {max_pixels / 1_000_000:g} megapixels."
     )
     try:
         # Pillow's bomb warning is recorded here, not raised, so that the size check below can
-        # name the dimensions; a recorded warning still refuses the image.
-        with warnings.catch_warnings(record=True) as caught:
+        # name the dimensions; a recorded warning still refuses the image. The warning filters
+        # are process-wide, so threads take turns (reading a header takes a millisecond).
+        with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except Image.DecompressionBombError:
@@ -135,31 +139,30 @@ def _open(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
 
 def probe(data: bytes, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> ImageInfo:
     """Read only the header: format (JPEG/PNG/WEBP/GIF) and size, with every cap checked."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        img = _open(data, max_bytes, max_pixels)
-        fmt = _FORMAT_NAMES[str(img.format)]
-        info = ImageInfo(format=fmt, width=img.size[0], height=img.size[1])
-        img.close()
+    img = _open(data, max_bytes, max_pixels)
+    info = ImageInfo(format=_FORMAT_NAMES[str(img.format)], width=img.width, height=img.height)
+    img.close()
     return info
 
 
 def decode(data: bytes, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Decode safely to RGB: first GIF frame, EXIF orientation applied, alpha over white."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        img = _open(data, max_bytes, max_pixels)
-        try:
-            img.load()
-            ImageOps.exif_transpose(img, in_place=True)
-            rgb = _to_rgb(img)
-        except InputError:
-            img.close()
-            raise
-        except _DECODE_ERRORS as exc:
-            img.close()
-            log.debug("refused an image at decode: %r", exc)
-            raise InputError(DAMAGED) from None
+    """Decode safely to RGB: first GIF frame, EXIF orientation applied, alpha over white.
+
+    Every cap is checked on the header before a pixel is decoded; only the first frame is ever
+    read, so no later frame can claim a bigger canvas.
+    """
+    img = _open(data, max_bytes, max_pixels)
+    try:
+        img.load()
+        ImageOps.exif_transpose(img, in_place=True)
+        rgb = _to_rgb(img)
+    except InputError:
+        img.close()
+        raise
+    except _DECODE_ERRORS as exc:
+        img.close()
+        log.debug("refused an image at decode: %r", exc)
+        raise InputError(DAMAGED) from None
     if rgb is not img:
         img.close()
     rgb.info.clear()

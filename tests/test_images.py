@@ -6,7 +6,9 @@ import io
 import struct
 import subprocess
 import sys
+import warnings
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -276,3 +278,22 @@ def test_importing_the_image_modules_does_not_load_torch() -> None:
         "sys.exit('torch' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_concurrent_probes_leave_the_warning_machinery_as_it_was() -> None:
+    filters, show = list(warnings.filters), warnings.showwarning
+    bomb, fine = _png_claiming(12_000, 12_000), _encode(Image.new("RGB", (64, 64)), "PNG")
+
+    def probe_both(_: int) -> tuple[str, int]:
+        with pytest.raises(InputError, match="12000×12000"):
+            images.probe(bomb)
+        return images.probe(fine).format, images.probe(fine).width
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often, to give any race a chance to show
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            assert set(pool.map(probe_both, range(400))) == {("PNG", 64)}
+    finally:
+        sys.setswitchinterval(interval)
+    assert warnings.filters == filters and warnings.showwarning is show
