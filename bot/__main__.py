@@ -41,6 +41,9 @@ async def serve(settings: Settings) -> int:
             "of the developer portal, or set STYLEBOT_MESSAGE_CONTENT_INTENT=false."
         )
         return 2
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
     return 0
 
 

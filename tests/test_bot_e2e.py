@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import os
 import re
+import signal
 import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,6 +21,7 @@ import pytest
 import pytest_asyncio
 from PIL import Image
 
+from bot.__main__ import serve
 from bot.app import StyleBot, build_bot
 from bot.settings import Settings
 from nst_engine import images
@@ -489,3 +492,37 @@ async def test_mention_prefix_without_the_intent_and_buttons_after_a_restart(eng
             again = await next_painting(discord, tom, after=1)
             assert again.reference is msg and "woman-with-hat" in again.content
         assert_no_traceback(discord)
+
+
+# ---------------------------------------------------------------- the stylebot program
+
+
+async def test_stylebot_owns_its_engine_and_stops_on_sigterm() -> None:
+    async with FakeDiscord() as discord:
+        own = settings(discord.token, workers=1, devices="cpu", sync_commands=False)
+        server = asyncio.create_task(serve(own))
+        uma = discord.add_user("uma")
+        await discord.wait_for(lambda: "IDENTIFY" in discord.gateway_ops, WAIT)
+        await discord.post(uma, "!stylize vaporwave", files=[("cat.png", PHOTO)])
+        await next_painting(discord, uma)
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert await asyncio.wait_for(server, WAIT) == 0
+        assert_no_traceback(discord)
+
+
+async def test_slash_refusals_answer_the_interaction(world) -> None:
+    discord, _ = world
+    vic = discord.add_user("vic")
+    no_photo = await discord.slash(vic, "stylize", {"style": "udnie"})
+    await discord.wait_for(lambda: no_photo.messages and no_photo.messages[0].content, WAIT)
+    assert no_photo.messages[0].content == "❌ Attach a photo in the `photo` option."
+    typo = await discord.slash(
+        vic, "stylize", {"style": "the-scraem"}, files={"photo": ("cat.png", PHOTO)}
+    )
+    await discord.wait_for(lambda: typo.messages and typo.messages[0].content, WAIT)
+    assert "Did you mean 'the-scream'?" in typo.messages[0].content
+    bomb = await discord.slash(
+        vic, "stylize", {"style": "udnie"}, files={"photo": ("bomb.png", bomb_png())}
+    )
+    await discord.wait_for(lambda: bomb.messages and bomb.messages[0].content, WAIT)
+    assert "too many pixels" in bomb.messages[0].content
