@@ -98,6 +98,7 @@ class StyleCog(commands.Cog, name="Stylize"):
             replied = []
             source, reply_to = None, None
         options = studio.resolve(options)
+        studio.check_caps(ctx.author.id, ctx.guild.id if ctx.guild else None)
         photo_att, style_att = intake.pick(own, replied, needs_style_image=options.style is None)
         async with ctx.typing():
             photo_bytes, style_bytes = await studio.read_inputs(photo_att, style_att)

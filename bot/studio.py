@@ -10,7 +10,6 @@ import asyncio
 import io
 import logging
 import secrets
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -60,11 +59,12 @@ class BotJob:
     cancelled: bool = False
     shutting_down: bool = False
     fraction: float = 0.0
-    created: float = field(default_factory=time.monotonic)
 
 
-def new_job_id() -> str:
-    return secrets.token_hex(3)
+def new_job_id(taken: dict[str, BotJob]) -> str:
+    while (job_id := secrets.token_hex(3)) in taken:
+        continue
+    return job_id
 
 
 def _input_copy(data: bytes, size: int, limit: int, stem: str) -> delivery.Encoded:
@@ -106,9 +106,17 @@ class Studio:
             default_size=s.default_size, max_size=s.max_size, default_quality=s.default_quality
         )
 
+    def check_caps(self, owner_id: int, guild_id: int | None) -> None:
+        """Refuse at once (before any download) when a new job would go over a cap."""
+        self.scheduler.check(Ticket("-", owner_id, guild_id))
+
     async def read_inputs(
         self, photo: AttachmentLike, style: AttachmentLike | None
     ) -> tuple[bytes, bytes | None]:
+        """Check both attachments' metadata, then download and probe them."""
+        for att in (photo, style):
+            if att is not None:
+                intake.check_attachment(att, self.limits)
         photo_bytes = await intake.read_image(photo, self.limits)
         style_bytes = None if style is None else await intake.read_image(style, self.limits)
         return photo_bytes, style_bytes
@@ -144,7 +152,7 @@ class Studio:
             iterations=self.settings.max_iterations,
         )
         job = BotJob(
-            id=new_job_id(),
+            id=new_job_id(self.jobs),
             owner_id=owner_id,
             guild_id=guild_id,
             channel=channel,
@@ -155,7 +163,7 @@ class Studio:
             reply_to=reply_to,
         )
         job.ticket = Ticket(job.id, owner_id, guild_id, payload=job)
-        self.scheduler.check(job.ticket)
+        partial = self._partial_maker(channel)
         self.jobs[job.id] = job
         try:
             position = self.scheduler.submit(job.ticket)
@@ -169,7 +177,7 @@ class Studio:
                 else progress.queued_text(job.id, position, self._summary(job))
             )
             sent = await send_status(text, cancel_view(job.id))
-            status_message = self._partial(channel, sent.id)
+            status_message = partial(sent.id)
         except BaseException:
             job.cancelled = True
             self.scheduler.cancel_waiting(job.ticket)
@@ -199,10 +207,14 @@ class Studio:
         return job
 
     @staticmethod
-    def _partial(channel: discord.abc.Messageable, message_id: int) -> discord.PartialMessage:
-        if isinstance(channel, discord.abc.GuildChannel | discord.Thread | discord.DMChannel):
-            return channel.get_partial_message(message_id)  # type: ignore[union-attr]
-        raise InputError("I can only work in server text channels, threads and DMs.")
+    def _partial_maker(
+        channel: discord.abc.Messageable,
+    ) -> Callable[[int], discord.PartialMessage]:
+        """How to address a message in `channel` by id (to edit it with the bot's own token)."""
+        maker = getattr(channel, "get_partial_message", None)
+        if maker is None:
+            raise InputError("I can only work in server text channels, threads and DMs.")
+        return maker
 
     def _summary(self, job: BotJob) -> str:
         return f"-# {job.options.summary()}"
@@ -411,6 +423,7 @@ class Studio:
                     needs_style_image=options.style is None,
                 )
                 reply_to = original
+            self.check_caps(owner_id, interaction.guild_id)
             photo, style_image = await self.read_inputs(photo_att, style_att)
 
             async def send_status(text: str, view: discord.ui.View) -> discord.abc.Snowflake:
