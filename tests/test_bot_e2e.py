@@ -442,7 +442,8 @@ async def test_cancel_waiting_and_running_jobs(engine) -> None:
         await discord.wait_for(lambda: "cancelled before it started" in waiting.content, WAIT)
         assert waiting.components == []
 
-        await discord.wait_for(lambda: "is painting" in running.content, WAIT)
+        await discord.wait_for(lambda: "is painting" in running.content and running.files, WAIT)
+        assert [f.filename for f in running.files] == ["preview.jpg"]
         assert re.search(r"`\[█*░*\]` \d+%: step \d+/12", running.content)
         cancel_id = f"sb:c:{running_id}"
         refused = await discord.click(pete, running, cancel_id)
@@ -450,8 +451,6 @@ async def test_cancel_waiting_and_running_jobs(engine) -> None:
         assert refused.ephemeral and "Only the person" in refused.response.data["content"]
         await discord.click(olga, running, cancel_id)
         await discord.wait_for(lambda: "was cancelled (on request)" in running.content, WAIT)
-        previews = [f for rev in running.revisions for f in rev.files]
-        assert previews and all(f.filename == "preview.jpg" for f in previews)
         assert running.files == []  # the last edit drops the preview
 
         _, petes, petes_id = await ask(discord, pete, "!stylize udnie")
@@ -526,3 +525,22 @@ async def test_slash_refusals_answer_the_interaction(world) -> None:
     )
     await discord.wait_for(lambda: bomb.messages and bomb.messages[0].content, WAIT)
     assert "too many pixels" in bomb.messages[0].content
+
+
+# ---------------------------------------------------------------- last: it kills the worker
+
+
+async def test_a_worker_that_crashes_twice_gives_a_friendly_line(engine) -> None:
+    async with FakeDiscord() as discord, running_bot(discord, engine, max_iterations=40):
+        will = discord.add_user("will")
+        _, status, _ = await ask(discord, will, "!stylize udnie")
+        for _ in range(2):
+            await discord.wait_for(lambda: engine.stats().busy, WAIT)
+            pid = engine.pids()[0]
+            os.kill(pid, signal.SIGKILL)
+            await discord.wait_for(lambda p=pid: engine.pids() and engine.pids()[0] != p, WAIT)
+        await discord.wait_for(lambda: "crashed twice" in status.content, WAIT * 2)
+        assert status.content.startswith("Job `") and "⚠️ The painter failed" in status.content
+        assert not paintings_for(discord, will)
+        assert_no_traceback(discord)
+        await engine.wait_ready()
