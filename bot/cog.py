@@ -51,7 +51,7 @@ class StyleCog(commands.Cog, name="Stylize"):
 
     # ------------------------------------------------------------------ stylize
 
-    @commands.hybrid_command(name="stylize", aliases=["style", "paint"])
+    @commands.hybrid_command(name="stylize")
     @app_commands.describe(
         photo="The photo to paint",
         style="A built-in style (see /styles); leave empty to use style_image",
