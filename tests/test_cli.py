@@ -18,10 +18,8 @@ SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 PHOTO = str(SAMPLES / "chelsea.png")
 
 
-def nst(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [NST, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, check=False
-    )
+def nst(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([NST, *args], capture_output=True, text=True, timeout=180, check=False)
 
 
 def test_styles_lists_the_seven_builtins() -> None:
