@@ -7,7 +7,8 @@ restores them. Then start any bot with `discord.token`:
 
     async with FakeDiscord() as discord:
         bot = build_bot(Settings(discord_token=discord.token), engine=...)
-        task = asyncio.create_task(bot.start(discord.token))
+        await bot.login(discord.token)               # GET /users/@me, application info, setup_hook
+        task = asyncio.create_task(bot.connect())    # (login first: wait_until_ready needs it)
         await bot.wait_until_ready()                 # READY + GUILD_CREATE (about 2 s: discord.py
                                                      # waits guild_ready_timeout after GUILD_CREATE)
         alice = discord.add_user("alice")
@@ -15,6 +16,7 @@ restores them. Then start any bot with `discord.token`:
         reply = await discord.wait_for(lambda: next(iter(discord.replies_to(msg)), None), 60)
         assert reply.files[0].data.startswith(b"\\x89PNG")
         await bot.close(); await task
+    Bots in the same process share discord.py's patched endpoints, so one FakeDiscord at a time.
 
 World (created by the constructor)
     discord.guild            the default guild; roles @everyone (send/attach/read/use commands),

@@ -29,14 +29,19 @@ log = logging.getLogger(__name__)
 def _printer(fake: FakeDiscord, started: float) -> None:
     """Print what the bot says: new messages and each edit, one line each."""
 
+    shown: dict[int, str] = {}
+
     def show(kind: str, message: Message) -> None:
         if message.author.id != fake.bot_user.id or kind == "delete":
             return
         text = " ".join(message.content.split()) or "(no text)"
         files = ", ".join(f"{f.filename} {f.size // 1024} KiB" for f in message.files)
+        line = f"{text[:150]}  [{files}]" if files else text[:150]
+        if shown.get(message.id) == line:  # an edit that changed nothing visible here
+            return
+        shown[message.id] = line
         label = "new " if kind == "create" else "edit"
-        suffix = f"  [{files}]" if files else ""
-        print(f"{time.monotonic() - started:6.1f}s bot {label}: {text[:150]}{suffix}", flush=True)
+        print(f"{time.monotonic() - started:6.1f}s bot {label}: {line}", flush=True)
 
     fake.listen(show)
 
