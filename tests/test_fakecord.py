@@ -252,6 +252,8 @@ async def test_planned_429_500_and_413_on_message_create(fake: FakeDiscord) -> N
         fake.fail_next("/channels/{channel_id}/messages", status=500)
         again = await channel.send("through a server error")
         assert fake.messages[again.id].content == "through a server error"
+        with pytest.raises(ValueError):
+            fake.fail_next("POST /channels/{id}/messages")  # a typo is refused, not ignored
         fake.fail_next("POST /channels/{channel_id}/messages", status=413)
         with pytest.raises(discord.HTTPException) as info:
             await channel.send("refused")
@@ -387,6 +389,10 @@ async def test_latency_delays_rest_and_gateway(fake: FakeDiscord) -> None:
             assert response.status == 200 and response.headers["Content-Type"] == "application/json"
             assert int(response.headers["X-RateLimit-Remaining"]) < fake.rate_limit[0]
         assert loop.time() - begun >= 0.2
+        stored = (await fake.post(fake.owner, "file", files=[("f.png", png(20, 10))])).files[0]
+        async with http.get(stored.payload(fake.url)["url"]) as response:
+            assert response.headers["Content-Length"] == str(stored.size)
+            assert await response.read() == stored.data
         begun = loop.time()
         async with http.ws_connect(fake.gateway_url + "?v=10&encoding=json") as ws:
             assert (await ws.receive_json())["op"] == 10

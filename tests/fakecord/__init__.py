@@ -105,8 +105,9 @@ Behaviour worth knowing
     reply target, ephemeral outside interactions (all 400 50035 unless said otherwise).
 """
 
-from .emulator import Failure, FakeDiscord, RequestRecord
+from .emulator import FakeDiscord
 from .interactions import Callback, Interaction
+from .server import Failure, RequestRecord
 from .state import Channel, Guild, Message, Revision, StoredFile, User
 
 __all__ = [

@@ -9,8 +9,8 @@ import asyncio
 import base64
 import re
 import secrets
+import socket
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import discord.gateway
@@ -20,6 +20,7 @@ from aiohttp import web
 
 from . import interactions as ix
 from .gateway import MESSAGE_CONTENT_INTENT, PRIVILEGED_INTENTS, Gateway
+from .server import ROUTES, Failure, RequestRecord, build_app
 from .state import (
     ADMINISTRATOR,
     MEMBER_PERMISSIONS,
@@ -43,32 +44,6 @@ _MENTION = re.compile(r"<@!?(\d+)>")
 T = TypeVar("T")
 Listener = Callable[[str, Message], None]
 FileSpec = tuple[str, bytes]
-
-
-@dataclass
-class Failure:
-    """A planned fault: the next `count` requests matching `method route` get `status`."""
-
-    method: str | None
-    route: str
-    status: int
-    retry_after: float
-    count: int
-
-    def matches(self, method: str, route: str) -> bool:
-        return self.route == route and self.method in (None, method)
-
-
-@dataclass(frozen=True)
-class RequestRecord:
-    """One REST request as the emulator answered it (`route` is the template, e.g.
-    `/channels/{channel_id}/messages`)."""
-
-    method: str
-    route: str
-    path: str
-    status: int
-    at: float
 
 
 class FakeDiscord:
@@ -128,13 +103,12 @@ class FakeDiscord:
 
     async def start(self) -> None:
         """Serve on an ephemeral loopback port and point discord.py at it."""
-        from .server import build_app
-
         self._runner = web.AppRunner(build_app(self), access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        await web.SockSite(self._runner, sock).start()
         self._saved = (discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
         discord.http.Route.BASE = f"{self.url}/api/v10"
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self.gateway_url)
@@ -208,6 +182,9 @@ class FakeDiscord:
         `route` is a template with an optional method, e.g.
         `"POST /channels/{channel_id}/messages"` or `"/webhooks/{application_id}/{token}"`."""
         method, _, path = route.rpartition(" ")
+        known = {(m, p) for m, p, _ in ROUTES}
+        if (method and (method, path) not in known) or path not in {p for _, p in known}:
+            raise ValueError(f"fakecord serves no route {route!r}; see server.ROUTES")
         self.failures.append(Failure(method or None, path, status, retry_after, count))
 
     async def drop_gateway(self, code: int = 4000, *, down_for: float = 0.0) -> None:

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from .emulator import RequestRecord
 from .payloads import ApiError, json_response
 from .rest import Rest
 from .webhooks import InteractionRoutes
@@ -35,6 +34,77 @@ _MAJOR = ("channel_id", "guild_id", "interaction_id", "token")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+@dataclass
+class Failure:
+    """A planned fault: the next `count` requests matching `method route` get `status`."""
+
+    method: str | None
+    route: str
+    status: int
+    retry_after: float
+    count: int
+
+    def matches(self, method: str, route: str) -> bool:
+        return self.route == route and self.method in (None, method)
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One REST request as the emulator answered it (`route` is the template, e.g.
+    `/channels/{channel_id}/messages`)."""
+
+    method: str
+    route: str
+    path: str
+    status: int
+    at: float
+
+
+ROUTES: list[tuple[str, str, str]] = [
+    # (method, template under /api/v10, handler: a method of Rest or InteractionRoutes)
+    ("GET", "/users/@me", "me"),
+    ("GET", "/users/{user_id}", "user"),
+    ("GET", "/gateway", "gateway"),
+    ("GET", "/gateway/bot", "gateway"),
+    ("GET", "/oauth2/applications/@me", "application"),
+    ("GET", "/applications/@me", "application"),
+    ("GET", "/applications/{application_id}/commands", "get_commands"),
+    ("PUT", "/applications/{application_id}/commands", "put_commands"),
+    ("POST", "/applications/{application_id}/commands", "post_command"),
+    ("DELETE", "/applications/{application_id}/commands/{command_id}", "delete_command"),
+    ("GET", "/applications/{application_id}/guilds/{guild_id}/commands", "get_commands"),
+    ("PUT", "/applications/{application_id}/guilds/{guild_id}/commands", "put_commands"),
+    ("POST", "/applications/{application_id}/guilds/{guild_id}/commands", "post_command"),
+    (
+        "DELETE",
+        "/applications/{application_id}/guilds/{guild_id}/commands/{command_id}",
+        "delete_command",
+    ),
+    ("GET", "/channels/{channel_id}", "channel"),
+    ("GET", "/channels/{channel_id}/messages", "history"),
+    ("POST", "/channels/{channel_id}/messages", "create_message"),
+    ("GET", "/channels/{channel_id}/messages/{message_id}", "get_message"),
+    ("PATCH", "/channels/{channel_id}/messages/{message_id}", "edit_message"),
+    ("DELETE", "/channels/{channel_id}/messages/{message_id}", "delete_message"),
+    ("POST", "/channels/{channel_id}/typing", "typing"),
+    ("PUT", "/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me", "add_reaction"),
+    (
+        "DELETE",
+        "/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me",
+        "remove_reaction",
+    ),
+    ("GET", "/guilds/{guild_id}", "guild"),
+    ("GET", "/guilds/{guild_id}/channels", "guild_channels"),
+    ("GET", "/guilds/{guild_id}/roles", "guild_roles"),
+    ("GET", "/guilds/{guild_id}/members/{user_id}", "member"),
+    ("POST", "/interactions/{interaction_id}/{token}/callback", "callback"),
+    ("POST", "/webhooks/{application_id}/{token}", "followup"),
+    ("GET", "/webhooks/{application_id}/{token}/messages/{message_id}", "webhook_get"),
+    ("PATCH", "/webhooks/{application_id}/{token}/messages/{message_id}", "webhook_edit"),
+    ("DELETE", "/webhooks/{application_id}/{token}/messages/{message_id}", "webhook_delete"),
+]
+
+
 def build_app(hub: FakeDiscord) -> web.Application:
     app = web.Application(client_max_size=512 * 1024 * 1024, middlewares=[_api_middleware])
     app[HUB] = hub
@@ -49,57 +119,8 @@ def build_app(hub: FakeDiscord) -> web.Application:
             web.get("/media/attachments/{channel_id}/{file_id}/{filename}", rest.cdn),
         ]
     )
-    routes = [
-        ("GET", "/users/@me", rest.me),
-        ("GET", "/users/{user_id}", rest.user),
-        ("GET", "/gateway", rest.gateway),
-        ("GET", "/gateway/bot", rest.gateway),
-        ("GET", "/oauth2/applications/@me", rest.application),
-        ("GET", "/applications/@me", rest.application),
-        ("GET", "/applications/{application_id}/commands", rest.get_commands),
-        ("PUT", "/applications/{application_id}/commands", rest.put_commands),
-        ("POST", "/applications/{application_id}/commands", rest.post_command),
-        ("DELETE", "/applications/{application_id}/commands/{command_id}", rest.delete_command),
-        ("GET", "/applications/{application_id}/guilds/{guild_id}/commands", rest.get_commands),
-        ("PUT", "/applications/{application_id}/guilds/{guild_id}/commands", rest.put_commands),
-        ("POST", "/applications/{application_id}/guilds/{guild_id}/commands", rest.post_command),
-        (
-            "DELETE",
-            "/applications/{application_id}/guilds/{guild_id}/commands/{command_id}",
-            rest.delete_command,
-        ),
-        ("GET", "/channels/{channel_id}", rest.channel),
-        ("GET", "/channels/{channel_id}/messages", rest.history),
-        ("POST", "/channels/{channel_id}/messages", rest.create_message),
-        ("GET", "/channels/{channel_id}/messages/{message_id}", rest.get_message),
-        ("PATCH", "/channels/{channel_id}/messages/{message_id}", rest.edit_message),
-        ("DELETE", "/channels/{channel_id}/messages/{message_id}", rest.delete_message),
-        ("POST", "/channels/{channel_id}/typing", rest.typing),
-        (
-            "PUT",
-            "/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me",
-            rest.add_reaction,
-        ),
-        (
-            "DELETE",
-            "/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me",
-            rest.remove_reaction,
-        ),
-        ("GET", "/guilds/{guild_id}", rest.guild),
-        ("GET", "/guilds/{guild_id}/channels", rest.guild_channels),
-        ("GET", "/guilds/{guild_id}/roles", rest.guild_roles),
-        ("GET", "/guilds/{guild_id}/members/{user_id}", rest.member),
-        ("POST", "/interactions/{interaction_id}/{token}/callback", hooks.callback),
-        ("POST", "/webhooks/{application_id}/{token}", hooks.followup),
-        ("GET", "/webhooks/{application_id}/{token}/messages/{message_id}", hooks.webhook_get),
-        ("PATCH", "/webhooks/{application_id}/{token}/messages/{message_id}", hooks.webhook_edit),
-        (
-            "DELETE",
-            "/webhooks/{application_id}/{token}/messages/{message_id}",
-            hooks.webhook_delete,
-        ),
-    ]
-    for method, path, handler in routes:
+    for method, path, name in ROUTES:
+        handler = getattr(rest, name, None) or getattr(hooks, name)
         app.router.add_route(method, API + path, handler)
     return app
 
