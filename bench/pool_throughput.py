@@ -101,6 +101,11 @@ async def measure_pool(
     )
 
 
+def _load() -> str:
+    """The machine's load average: the figures mean little when other work shares the cores."""
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
 def _cores() -> int:
     return len(os.sched_getaffinity(0))
 
@@ -111,10 +116,12 @@ async def main_async(args: argparse.Namespace) -> None:
     steps = args.iterations or "preset"
     print(
         f"draft jobs, long side {args.size} px, {steps} steps, {_cores()} core(s); "
-        f"bare engine in-process: {bare:.2f} s/job with {threads} torch thread(s)"
+        f"bare engine in-process: {bare:.2f} s/job with {threads} torch thread(s); "
+        f"load average {_load()}"
     )
     for workers in args.workers:
         await measure_pool(workers, request, args.jobs, args.repeats, bare)
+    print(f"\nload average at the end (1/5/15 min): {_load()}")
 
 
 def main() -> None:

@@ -8,9 +8,13 @@ Lifecycle (all methods are called from one running asyncio loop)::
         result = await job.result()
     # or: engine = ProcessPoolEngine(); await engine.start(); ...; await engine.close()
 
-Construction does nothing; `start()` picks the devices and spawns the workers without waiting
-for them (`submit()` starts the pool too, and jobs queue until a worker is ready); `wait_ready()`
-waits until every worker has loaded the model, and again after a crash until the replacement has.
+Construction does nothing and needs no loop; `start()` binds the engine to the running loop,
+picks the devices and spawns the workers without waiting for them (`submit()` starts the pool
+too, and jobs queue until a worker is ready); `wait_ready()` waits until every worker has loaded
+the model, and again after a crash until the replacement has. `close()` ends it for good:
+queued and running jobs fail with EngineError ("shutting down"), every process is joined.
+Workers start with `spawn`, which imports the program's main module in each of them: keep its
+entry point under `if __name__ == "__main__":` and its top-level imports light.
 
 Devices: `devices=None` asks a short-lived child process which CUDA devices torch sees (so this
 process never imports torch) and falls back to the CPU. Each worker runs one job at a time; idle
@@ -88,7 +92,10 @@ class PoolJob:
         return self._future.done()
 
     async def progress(self) -> AsyncIterator[Progress]:
-        """Events from now on, until the job ends (at once if it already has)."""
+        """Events from now on, until the job ends (at once if it already has).
+
+        A job retried after its worker died starts its steps again from the first.
+        """
         if self.done:
             return
         events: asyncio.Queue[Progress | None] = asyncio.Queue()
