@@ -7,8 +7,8 @@ progress event and the per-job overhead (median pool wall time minus the in-work
 time, and minus the bare in-process time for the same request); then jobs per minute for a
 burst of `--jobs` concurrent jobs and their submit-to-first-progress latency (queue wait
 included). All single-job figures are medians.
-The bare engine is `transfer.stylize` in this process with torch's default thread count; a
-one-worker pool gets the same number of threads, so that row compares like with like.
+The bare engine is `transfer.stylize` in this process, measured before each pool with the
+thread count that pool's workers get, so each row compares like with like.
 """
 
 from __future__ import annotations
@@ -36,19 +36,20 @@ def make_request(size: int, iterations: int | None) -> StyleRequest:
     )
 
 
-def bare_seconds(request: StyleRequest, repeats: int) -> tuple[float, int]:
-    """Median wall time of `transfer.stylize` in this process (after one warm-up run)."""
+def bare_seconds(request: StyleRequest, repeats: int, threads: int) -> float:
+    """Median wall time of `transfer.stylize` in this process with `threads` torch threads."""
     import torch
 
     from nst_engine import transfer
 
-    transfer.stylize(request, device="cpu")
+    torch.set_num_threads(threads)
+    transfer.stylize(request, device="cpu")  # warm-up: model, style targets
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
         transfer.stylize(request, device="cpu")
         times.append(time.perf_counter() - started)
-    return statistics.median(times), torch.get_num_threads()
+    return statistics.median(times)
 
 
 async def timed_job(
@@ -67,7 +68,7 @@ async def timed_job(
 
 
 async def measure_pool(
-    workers: int, request: StyleRequest, jobs: int, repeats: int, bare: float
+    workers: int, threads: int, request: StyleRequest, jobs: int, repeats: int, bare: float
 ) -> None:
     started = time.perf_counter()
     async with ProcessPoolEngine(workers=workers, devices=["cpu"]) as engine:
@@ -85,8 +86,8 @@ async def measure_pool(
         burst_wall = time.perf_counter() - burst_started
     firsts = sorted(t[0] for t in burst)
     print(
-        f"\n{workers} worker(s), {max(1, _cores() // workers)} torch thread(s) each; "
-        f"start-up {startup:.1f} s"
+        f"\n{workers} worker(s), {threads} torch thread(s) each; start-up {startup:.1f} s; "
+        f"bare engine in-process with {threads} thread(s): {bare:.2f} s/job"
     )
     print(f"  idle pool, {repeats} job(s) one at a time:")
     print(f"    submit → first progress     {first * 1000:8.0f} ms (median)")
@@ -112,15 +113,15 @@ def _cores() -> int:
 
 async def main_async(args: argparse.Namespace) -> None:
     request = make_request(args.size, args.iterations)
-    bare, threads = bare_seconds(request, args.repeats)
     steps = args.iterations or "preset"
     print(
         f"draft jobs, long side {args.size} px, {steps} steps, {_cores()} core(s); "
-        f"bare engine in-process: {bare:.2f} s/job with {threads} torch thread(s); "
         f"load average {_load()}"
     )
     for workers in args.workers:
-        await measure_pool(workers, request, args.jobs, args.repeats, bare)
+        threads = max(1, _cores() // workers)
+        bare = bare_seconds(request, args.repeats, threads)
+        await measure_pool(workers, threads, request, args.jobs, args.repeats, bare)
     print(f"\nload average at the end (1/5/15 min): {_load()}")
 
 
