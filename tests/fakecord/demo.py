@@ -24,6 +24,11 @@ from bot.settings import Settings
 from . import FakeDiscord, Message, StoredFile
 
 log = logging.getLogger(__name__)
+QUIET_SECONDS = 30.0  # a painting job edits its status every few seconds
+
+
+class DemoFailed(Exception):
+    """The bot answered without a picture; the message is what it said."""
 
 
 def _printer(fake: FakeDiscord, started: float) -> None:
@@ -69,14 +74,22 @@ async def demo(photo: Path, style: str, out_dir: Path, timeout: float) -> Path:
             command = f"!stylize {style}"
             print(f"{time.monotonic() - started:6.1f}s demo-user: {command}  [{photo.name}]")
             posted = await fake.post(user, command, files=[(photo.name, photo.read_bytes())])
-            # The bot's first reply is the job's status message (its preview is an image
-            # too); the result comes as a later reply.
-            reply = await fake.wait_for(
-                lambda: next((m for m in fake.replies_to(posted)[1:] if _image(m)), None),
-                timeout,
-            )
-            image = _image(reply)
-            assert image is not None
+            activity = [time.monotonic()]
+            fake.listen(lambda _kind, _message: activity.__setitem__(0, time.monotonic()))
+
+            def outcome() -> Message | None:
+                """The result (a later reply with an image: the first reply is the status
+                message, whose preview is an image too), or the bot's last word once it has
+                gone quiet without one (a refusal or a failure)."""
+                replies = fake.replies_to(posted)
+                result = next((m for m in replies[1:] if _image(m)), None)
+                quiet = time.monotonic() - activity[0] > QUIET_SECONDS
+                return result or (replies[-1] if replies and quiet else None)
+
+            reply = await fake.wait_for(outcome, timeout)
+            image = None if reply is fake.replies_to(posted)[0] else _image(reply)
+            if image is None:
+                raise DemoFailed(" ".join(reply.content.split()))
             out_dir.mkdir(parents=True, exist_ok=True)
             suffix = Path(image.filename).suffix or ".png"
             path = out_dir / f"demo-{photo.stem}-{style}{suffix}"
@@ -107,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         path = asyncio.run(demo(args.photo, args.style, args.out, args.timeout))
     except TimeoutError as exc:
         print(f"demo: the bot did not reply in time: {exc}", file=sys.stderr)
+        return 1
+    except DemoFailed as exc:
+        print(f"demo: the bot sent no picture; it said: {exc}", file=sys.stderr)
         return 1
     print(f"saved the bot's reply image to {path}")
     return 0
