@@ -27,7 +27,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from .api import Cancelled, EngineError, InputError, Progress, StyleRequest
+from .api import Cancelled, EngineError, InputError, Progress, StyleBotError, StyleRequest
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,10 @@ def serve(
         device = vgg.pick_device(device_name)
         vgg.load_model(device)
     except Exception as exc:
-        log.exception("could not start on %s", device_name)
+        if isinstance(exc, StyleBotError):
+            log.error("could not start on %s: %s", device_name, exc)
+        else:
+            log.exception("could not start on %s", device_name)
         events.send(("failed", _message(exc)))
         sys.exit(1)
     log.info("ready on %s with %d thread(s)", device, threads)
@@ -128,7 +131,10 @@ def serve(
         def should_stop(seq: int = seq) -> bool:
             return stop.value == seq or os.getppid() != parent_pid
 
-        events.send(_run(request, seq, device, preview_interval, should_stop, events, transfer))
+        try:
+            events.send(_run(request, seq, device, preview_interval, should_stop, events, transfer))
+        except BrokenPipeError:
+            break  # the parent has gone
         if os.getppid() != parent_pid:
             break
     log.info("exiting")
@@ -180,6 +186,6 @@ def _run(
 
 def _message(exc: Exception) -> str:
     """A chat-readable message for an unexpected exception (our typed errors keep theirs)."""
-    if isinstance(exc, InputError | Cancelled | EngineError):
+    if isinstance(exc, StyleBotError):
         return str(exc)
     return f"The painter failed ({type(exc).__name__}); please try again later."

@@ -14,6 +14,8 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -112,6 +114,45 @@ def test_the_pool_keeps_torch_out_of_the_calling_process() -> None:
     code = "import sys, nst_engine.pool; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+HOST = """
+import asyncio
+from nst_engine.pool import ProcessPoolEngine
+
+async def main():
+    engine = ProcessPoolEngine(workers=1, devices=["cpu"])
+    await engine.wait_ready()
+    print(*engine.pids(), flush=True)
+    await asyncio.sleep(600)
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+def test_workers_exit_when_their_parent_is_killed(tmp_path: Path) -> None:
+    script = tmp_path / "host.py"
+    script.write_text(textwrap.dedent(HOST))
+    host = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert host.stdout is not None
+        pids = [int(pid) for pid in host.stdout.readline().split()]
+        assert pids, "the host process did not start its pool"
+    finally:
+        host.kill()
+        host.wait()
+    deadline = time.monotonic() + BOUND
+    while any(_running(pid) for pid in pids):
+        assert time.monotonic() < deadline, "an orphaned worker kept running"
+        time.sleep(0.1)
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 @on_module_loop
