@@ -36,6 +36,8 @@ class Recorder(discord.Client):
         self.seen: list[discord.Message] = []
         self.edits: list[discord.RawMessageUpdateEvent] = []
         self.resumed = asyncio.Event()
+        self.reactions: list[discord.RawReactionActionEvent] = []
+        self.deletions: list[int] = []
         self.on_user_message: Callable[[discord.Message], object] | None = None
 
     async def on_message(self, message: discord.Message) -> None:
@@ -48,6 +50,12 @@ class Recorder(discord.Client):
 
     async def on_resumed(self) -> None:
         self.resumed.set()
+
+    async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
+        self.reactions.append(payload)
+
+    async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
+        self.deletions.append(payload.message_id)
 
 
 @pytest.fixture
@@ -397,3 +405,35 @@ async def test_latency_delays_rest_and_gateway(fake: FakeDiscord) -> None:
         async with http.ws_connect(fake.gateway_url + "?v=10&encoding=json") as ws:
             assert (await ws.receive_json())["op"] == 10
             assert loop.time() - begun >= 0.2
+
+
+async def test_history_fetch_delete_typing_and_reactions(fake: FakeDiscord) -> None:
+    client = Recorder()
+    task = await run(fake, client)
+    try:
+        alice = fake.add_user("alice")
+        posts = [await fake.post(alice, f"post {i}") for i in range(3)]
+        channel = client.get_channel(fake.channel.id)
+        history = [m.content async for m in channel.history(limit=2)]
+        assert history == ["post 2", "post 1"]
+        older = [m.content async for m in channel.history(before=discord.Object(posts[2].id))]
+        assert older == ["post 1", "post 0"]
+        fetched = await channel.fetch_message(posts[0].id)
+        assert fetched.author.id == alice.id and fetched.content == "post 0"
+        async with channel.typing():
+            sent = await channel.send("mine")
+        assert fake.typing[fake.channel.id] >= 1
+        await sent.add_reaction("👍")
+        assert fake.messages[sent.id].reactions["👍"] == {fake.bot_user.id}
+        await fake.react(alice, posts[1], "🎨")
+        await fake.wait_for(lambda: client.reactions, 5)
+        assert (client.reactions[0].user_id, str(client.reactions[0].emoji)) == (alice.id, "🎨")
+        with pytest.raises(discord.Forbidden):
+            await fetched.delete()  # someone else's message, and the bot cannot manage them
+        await sent.delete()
+        await fake.wait_for(lambda: client.deletions == [sent.id], 5)
+        assert fake.messages[sent.id].deleted
+        with pytest.raises(discord.NotFound):
+            await channel.fetch_message(sent.id)
+    finally:
+        await stop(client, task)
