@@ -82,10 +82,8 @@ async def run(args: argparse.Namespace) -> int:
             default_quality="draft",
             default_size=args.size,
             max_iterations=args.iterations,
-            # The bot caps waiting jobs per user on their own (a user whose jobs all wait
-            # behind others may hold `user_waiting` of them), so let all M wait.
             user_running=1,
-            user_waiting=args.jobs,
+            user_waiting=args.jobs - 1,
             guild_jobs=args.users * args.jobs,
             total_jobs=args.users * args.jobs,
             status_interval=1.0,

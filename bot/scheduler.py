@@ -82,11 +82,13 @@ class FairQueue:
     def check(self, ticket: Ticket) -> None:
         """Raise `CapExceeded` when queueing this ticket would go over a cap."""
         lim = self.limits
-        mine = self._waiting.get(ticket.user_id, ())
-        if len(mine) >= lim.user_waiting:
-            running = sum(t.user_id == ticket.user_id for t in self._running.values())
+        waiting = len(self._waiting.get(ticket.user_id, ()))
+        running = self._user_running(ticket.user_id)
+        # A user's allowance is running + waiting together: one whose jobs all wait behind
+        # others' may hold that many, and a zero waiting cap still lets a job start.
+        if waiting + running >= lim.user_running + lim.user_waiting:
             raise CapExceeded(
-                f"You already have {running} running and {len(mine)} waiting "
+                f"You already have {running} running and {waiting} waiting "
                 f"(the limit is {lim.user_running} running + {lim.user_waiting} waiting). "
                 "Wait for one to finish, or `cancel` one."
             )

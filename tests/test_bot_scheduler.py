@@ -54,6 +54,15 @@ def test_per_user_waiting_cap_refuses_at_once() -> None:
     q.add(ticket("b1", 2))  # another user is still welcome
 
 
+def test_a_user_whose_jobs_all_wait_holds_running_plus_waiting() -> None:
+    q = FairQueue(Limits(user_running=1, user_waiting=0, guild_jobs=50, total_jobs=50))
+    q.add(ticket("b1", 2))
+    assert q.pop_next() is not None  # the only slot is busy with another user's job
+    q.add(ticket("a1", 1))  # waits, but within user 1's allowance of one job
+    with pytest.raises(CapExceeded, match="0 running and 1 waiting"):
+        q.add(ticket("a2", 1))
+
+
 def test_guild_and_total_caps() -> None:
     q = FairQueue(Limits(user_running=1, user_waiting=5, guild_jobs=2, total_jobs=3))
     q.add(ticket("a1", 1, guild=10))
