@@ -14,6 +14,7 @@ MIN_SIZE = 32
 MAX_SIZE = 2048
 MIN_STRENGTH = 0.05
 MAX_STRENGTH = 20.0
+MAX_SEED = 2**63 - 1
 
 
 class StyleBotError(Exception):
@@ -80,6 +81,8 @@ class StyleRequest:
             raise InputError(f"Quality must be one of: {', '.join(QUALITIES)}.")
         if not MIN_STRENGTH <= self.strength <= MAX_STRENGTH:
             raise InputError(f"Strength must be between {MIN_STRENGTH} and {MAX_STRENGTH:g}.")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise InputError(f"Seed must be a whole number from 0 to {MAX_SEED}.")
         if self.iterations is not None and self.iterations < 1:
             raise InputError("Iterations must be at least 1.")
 

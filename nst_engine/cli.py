@@ -134,8 +134,8 @@ def _seed(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if not 0 <= value < 2**63:
-        raise argparse.ArgumentTypeError("must be between 0 and 2**63 - 1")
+    if not 0 <= value <= api.MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {api.MAX_SEED}")
     return value
 
 
