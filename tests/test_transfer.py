@@ -12,7 +12,7 @@ from PIL import Image
 from nst_engine import images, styles
 from nst_engine.api import Cancelled, InputError, Progress, StyleRequest, StyleSource
 from nst_engine.color import rgb_to_ycbcr
-from nst_engine.losses import STYLE_SCALE, blend_styles, gram
+from nst_engine.losses import STYLE_SCALE, blend_styles, gram, tv_loss
 from nst_engine.schedule import plan
 from nst_engine.targets import TargetCache
 from nst_engine.transfer import stylize
@@ -209,3 +209,10 @@ def test_target_cache_survives_on_disk(tmp_path: Path) -> None:
     torch.testing.assert_close(loaded["relu1_1"], grams["relu1_1"])
     assert fresh.get("udnie", 12, 10, torch.device("cpu")) is None
     assert TargetCache().get("udnie", 10, 12, torch.device("cpu")) is None
+
+
+def test_tv_loss_measures_pixel_noise() -> None:
+    flat = torch.full((1, 3, 8, 8), 0.5)
+    assert tv_loss(flat).item() == 0.0
+    torch.manual_seed(0)
+    assert tv_loss(flat + 0.1 * torch.randn_like(flat)).item() > tv_loss(flat + 0.01).item()
