@@ -35,6 +35,7 @@ LBFGS_HISTORY = 20
 # L-BFGS minimises loss × pixel count: the normalised losses are means, and their per-pixel
 # gradients (≈1e-7) are so small that its curvature pairs fall under its fixed 1e-10 cut-off.
 MIN_STYLE_SIDE = 16
+OUT_OF_MEMORY = "Ran out of memory painting this image; try a smaller size."
 
 TargetsFn = Callable[[dict[str, torch.Tensor], list[dict[str, torch.Tensor]], list[float]], Targets]
 
@@ -178,7 +179,11 @@ def stylize(
             started=started,
         )
     except torch.OutOfMemoryError as exc:
-        raise EngineError("Ran out of memory painting this image; try a smaller size.") from exc
+        raise EngineError(OUT_OF_MEMORY) from exc
+    except RuntimeError as exc:  # the CPU allocator's failure is a plain RuntimeError
+        if "can't allocate memory" in str(exc):
+            raise EngineError(OUT_OF_MEMORY) from exc
+        raise
     out = to_image(x, colour)
     seconds = time.monotonic() - started
     log.info("stylized %dx%d in %.1fs on %s", out.width, out.height, seconds, dev)
