@@ -16,6 +16,7 @@ PRESETS: dict[str, tuple[tuple[float, int], ...]] = {
 }
 # Scales below this long side (px) teach relu5_1 nothing; coarse scales are clipped to it.
 MIN_LONG_SIDE = 96
+MIN_SIDE = 16
 
 
 @dataclass(frozen=True)
@@ -26,10 +27,13 @@ class Scale:
 
 
 def dims(width: int, height: int, long_side: int) -> tuple[int, int]:
-    """(w, h) with the given long side and the aspect of width × height."""
-    if width >= height:
-        return long_side, max(1, round(height * long_side / width))
-    return max(1, round(width * long_side / height)), long_side
+    """(w, h) with the given long side and the aspect of width × height.
+
+    The short side is at least MIN_SIDE px, so that relu5_1 (four poolings down) is never empty.
+    """
+    short = round(min(width, height) * long_side / max(width, height))
+    short = max(MIN_SIDE, min(short, long_side))
+    return (long_side, short) if width >= height else (short, long_side)
 
 
 def plan(

@@ -216,3 +216,11 @@ def test_tv_loss_measures_pixel_noise() -> None:
     assert tv_loss(flat).item() == 0.0
     torch.manual_seed(0)
     assert tv_loss(flat + 0.1 * torch.randn_like(flat)).item() > tv_loss(flat + 0.01).item()
+
+
+def test_a_thin_photo_at_a_tiny_size_still_paints() -> None:
+    thin = _png(Image.new("RGB", (400, 40), (200, 120, 40)))
+    result = stylize(
+        StyleRequest(content=thin, styles=(STARRY,), size=32, iterations=2), device="cpu"
+    )
+    assert (result.width, result.height) == (32, 16)
