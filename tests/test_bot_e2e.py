@@ -25,6 +25,7 @@ from bot.__main__ import serve
 from bot.app import StyleBot, build_bot
 from bot.settings import Settings
 from nst_engine import images
+from nst_engine.api import StyleRequest, StyleSource
 from nst_engine.pool import ProcessPoolEngine
 from tests.fakecord import FakeDiscord, Message, User
 
@@ -382,7 +383,10 @@ async def test_a_gateway_drop_mid_job_still_delivers(world) -> None:
 
 
 # ---------------------------------------------------------------- queue, cancel, lifecycle
-# These bots paint more steps per job, so that jobs are still running when the test acts.
+# A job that must still be running when the test acts gets far more steps than it can finish
+# (LONG) and is then cancelled, so no test depends on how fast this machine paints.
+
+LONG = 100_000
 
 
 async def ask(discord: FakeDiscord, user: User, content: str) -> tuple[Message, Message, str]:
@@ -403,6 +407,13 @@ async def test_caps_and_round_robin_across_three_users(engine) -> None:
         FakeDiscord() as discord,
         running_bot(discord, engine, max_iterations=4, guild_jobs=5) as bot,
     ):
+        # Hold the only worker so ann's first job waits in the engine until every job is in.
+        blocker = await engine.submit(
+            StyleRequest(
+                content=PHOTO, styles=(StyleSource(name="udnie"),), size=64, iterations=LONG
+            )
+        )
+        await discord.wait_for(lambda: engine.stats().busy, WAIT)
         ann, ben, cat, dot = (discord.add_user(n) for n in ("ann", "ben", "cat", "dot"))
         await ask(discord, ann, "!stylize udnie")
         await ask(discord, ann, "!stylize udnie seed=1")
@@ -416,6 +427,7 @@ async def test_caps_and_round_robin_across_three_users(engine) -> None:
         queue = await discord.post(ann, "!queue")
         listing = await bot_reply(discord, queue, "In all:")
         assert listing.content.count("waiting, position") == 2
+        await blocker.cancel()
 
         paintings = await discord.wait_for(
             lambda: (
@@ -432,7 +444,7 @@ async def test_caps_and_round_robin_across_three_users(engine) -> None:
 
 
 async def test_cancel_waiting_and_running_jobs(engine) -> None:
-    async with FakeDiscord() as discord, running_bot(discord, engine, max_iterations=12):
+    async with FakeDiscord() as discord, running_bot(discord, engine, max_iterations=LONG):
         olga, pete = discord.add_user("olga"), discord.add_user("pete")
         root = discord.add_user("root", admin=True)
         _, running, running_id = await ask(discord, olga, "!stylize udnie")
@@ -444,7 +456,7 @@ async def test_cancel_waiting_and_running_jobs(engine) -> None:
 
         await discord.wait_for(lambda: "is painting" in running.content and running.files, WAIT)
         assert [f.filename for f in running.files] == ["preview.jpg"]
-        assert re.search(r"`\[█*░*\]` \d+%: step \d+/12", running.content)
+        assert re.search(rf"`\[█*░*\]` \d+%: step \d+/{LONG}", running.content)
         cancel_id = f"sb:c:{running_id}"
         refused = await discord.click(pete, running, cancel_id)
         await discord.wait_for(lambda: refused.responded)
@@ -461,7 +473,7 @@ async def test_cancel_waiting_and_running_jobs(engine) -> None:
 
 
 async def test_shutdown_tells_the_owners_of_queued_jobs(engine) -> None:
-    async with FakeDiscord() as discord, running_bot(discord, engine, max_iterations=12) as bot:
+    async with FakeDiscord() as discord, running_bot(discord, engine, max_iterations=LONG) as bot:
         quin, rose, sam = (discord.add_user(n) for n in ("quin", "rose", "sam"))
         _, running, _ = await ask(discord, quin, "!stylize udnie")
         _, rose_status, rose_job = await ask(discord, rose, "!stylize udnie")
@@ -531,7 +543,7 @@ async def test_slash_refusals_answer_the_interaction(world) -> None:
 
 
 async def test_a_worker_that_crashes_twice_gives_a_friendly_line(engine) -> None:
-    async with FakeDiscord() as discord, running_bot(discord, engine, max_iterations=40):
+    async with FakeDiscord() as discord, running_bot(discord, engine, max_iterations=LONG):
         will = discord.add_user("will")
         _, status, _ = await ask(discord, will, "!stylize udnie")
         for _ in range(2):
