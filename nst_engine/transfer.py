@@ -79,8 +79,8 @@ def _work(scale: Scale) -> float:
 
 def _load_style(source: StyleSource) -> StyleImage:
     if source.name is not None:
-        styles.get(source.name)  # InputError with a suggestion for an unknown name
-        return StyleImage(styles.image(source.name), source.weight, source.name)
+        name = styles.get(source.name).name  # canonical, or InputError with a suggestion
+        return StyleImage(styles.image(name), source.weight, name)
     assert source.image is not None
     return StyleImage(images.decode(source.image), source.weight, None)
 
