@@ -33,6 +33,9 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 WAIT = 60.0
+# A job that must still be in flight when a test acts gets far more steps than it can finish
+# and is then cancelled, so no test depends on how fast this machine paints.
+LONG = 100_000
 JOB_ID = re.compile(r"Job `([0-9a-f]+)`")
 
 
@@ -370,23 +373,25 @@ async def test_a_413_on_upload_is_retried_smaller(world) -> None:
     assert any(r.status == 413 and r.method == "POST" for r in discord.requests)
 
 
-async def test_a_gateway_drop_mid_job_still_delivers(world) -> None:
+async def test_a_gateway_drop_mid_job_still_delivers(world, engine) -> None:
     discord, _ = world
+    # Hold the only worker, so nora's job is surely in flight while the gateway is down.
+    blocker = await engine.submit(
+        StyleRequest(content=PHOTO, styles=(StyleSource(name="udnie"),), size=64, iterations=LONG)
+    )
+    await discord.wait_for(lambda: engine.stats().busy, WAIT)
     nora = discord.add_user("nora")
-    await discord.post(nora, "!stylize shipwreck", files=[("cat.png", PHOTO)])
-    await discord.wait_for(lambda: any("Job `" in m.content for m in discord.bot_messages()))
+    msg = await discord.post(nora, "!stylize shipwreck", files=[("cat.png", PHOTO)])
+    await status_of(discord, msg)
     resumes = discord.gateway_ops.count("RESUME")
     await discord.drop_gateway(down_for=1.0)
+    await blocker.cancel()
     result = await next_painting(discord, nora)
     assert "shipwreck" in result.content
     await discord.wait_for(lambda: discord.gateway_ops.count("RESUME") > resumes, WAIT)
 
 
 # ---------------------------------------------------------------- queue, cancel, lifecycle
-# A job that must still be running when the test acts gets far more steps than it can finish
-# (LONG) and is then cancelled, so no test depends on how fast this machine paints.
-
-LONG = 100_000
 
 
 async def ask(discord: FakeDiscord, user: User, content: str) -> tuple[Message, Message, str]:
