@@ -32,8 +32,6 @@ PREVIEW_QUALITY = 80
 # Seeded noise added to the first scale's starting image, on the 0..1 scale.
 INIT_NOISE = 0.02
 LBFGS_HISTORY = 20
-# L-BFGS minimises loss × pixel count: the normalised losses are means, and their per-pixel
-# gradients (≈1e-7) are so small that its curvature pairs fall under its fixed 1e-10 cut-off.
 MIN_STYLE_SIDE = 16
 OUT_OF_MEMORY = "Ran out of memory painting this image; try a smaller size."
 
@@ -264,6 +262,9 @@ def paint(
             pixels.grad = None
             image = pixels.permute(0, 3, 1, 2)
             loss, loss_parts = objective(model(image), image / 255.0, targets)
+            # L-BFGS minimises loss × pixel count: the normalised losses are means, and their
+            # per-pixel gradients (≈1e-7) are so small that its curvature pairs would fall under
+            # its fixed 1e-10 cut-off.
             (loss * image.numel()).backward()
             parts.clear()
             parts.update({k: v.item() for k, v in loss_parts.items()})
