@@ -21,7 +21,7 @@ from . import images, styles
 from .api import Cancelled, EngineError, Progress, Result, StyleRequest, StyleSource
 from .color import luminance, match_luminance, with_chroma_of
 from .losses import Targets, make_targets, objective, style_grams
-from .schedule import Scale, plan
+from .schedule import MIN_SIDE, Scale, plan
 from .targets import TargetCache, default_cache
 from .vgg import VGGFeatures, deprocess, load_model, pick_device, preprocess
 
@@ -32,7 +32,6 @@ PREVIEW_QUALITY = 80
 # Seeded noise added to the first scale's starting image, on the 0..1 scale.
 INIT_NOISE = 0.02
 LBFGS_HISTORY = 20
-MIN_STYLE_SIDE = 16
 OUT_OF_MEMORY = "Ran out of memory painting this image; try a smaller size."
 
 TargetsFn = Callable[[dict[str, torch.Tensor], list[dict[str, torch.Tensor]], list[float]], Targets]
@@ -90,10 +89,13 @@ def _resize(img: Image.Image, width: int, height: int) -> Image.Image:
 
 
 def style_dims(img: Image.Image, scale: Scale) -> tuple[int, int]:
-    """The style's size at this scale: its own aspect, the same area as the content."""
+    """The style's size at this scale: its own aspect, the same area as the content.
+
+    Each side is at least the schedule's MIN_SIDE, so that relu5_1 is never empty.
+    """
     w, h = img.size
     factor = (scale.width * scale.height / (w * h)) ** 0.5
-    return max(MIN_STYLE_SIDE, round(w * factor)), max(MIN_STYLE_SIDE, round(h * factor))
+    return max(MIN_SIDE, round(w * factor)), max(MIN_SIDE, round(h * factor))
 
 
 def _style_grams(
