@@ -8,6 +8,7 @@ input space of the VGG weights throughout and is clamped to 0..1 only on output.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -154,21 +155,13 @@ def stylize(
     style_list = [_load_style(s) for s in request.styles]
     scales = plan(*content.size, request.size, request.quality, request.iterations)
     model = load_model(dev)
-
-    def targets_fn(
-        content_features: dict[str, torch.Tensor],
-        grams: list[dict[str, torch.Tensor]],
-        weights: list[float],
-    ) -> Targets:
-        return make_targets(content_features, grams, weights, request.strength)
-
     try:
         x, losses, colour = paint(
             model,
             content,
             style_list,
             scales,
-            targets_fn,
+            functools.partial(make_targets, strength=request.strength),
             preserve_colors=request.preserve_colors,
             seed=request.seed,
             on_progress=on_progress,
