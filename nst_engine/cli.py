@@ -263,7 +263,7 @@ def _format_eta(seconds: float | None) -> str:
 
 def _stylize(args: argparse.Namespace, err: Console, out: Console) -> int:
     output: Path = args.output
-    _output_format(output)
+    fmt = _output_format(output)  # refuse a wrong suffix before any work
     content = images.read_file(args.content)
     _probe(content, Path(args.content))
     sources = tuple(parse_style(spec) for spec in args.style)
@@ -334,7 +334,6 @@ def _stylize(args: argparse.Namespace, err: Console, out: Console) -> int:
     finally:
         signal.signal(signal.SIGINT, previous)
 
-    fmt = _output_format(output)
     if fmt == "PNG":
         _write(output, result.image)
     else:
