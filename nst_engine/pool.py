@@ -265,8 +265,8 @@ class ProcessPoolEngine:
         await self._ready.wait()
         if self._closing:
             raise EngineError(SHUTTING_DOWN)
-        if len(self._lost_slots) == len(self._plan):
-            raise EngineError(f"The painter could not start: {self._last_failure}")
+        if (error := self._start_failure()) is not None:
+            raise error
 
     async def __aenter__(self) -> ProcessPoolEngine:
         await self.start()
@@ -332,8 +332,8 @@ class ProcessPoolEngine:
         await self.start()
         if self._closing:
             raise EngineError(SHUTTING_DOWN)
-        if len(self._lost_slots) == len(self._plan):
-            raise EngineError(f"The painter could not start: {self._last_failure}")
+        if (error := self._start_failure()) is not None:
+            raise error
         job = PoolJob(self, secrets.token_urlsafe(6), request, timeout or self._job_timeout)
         self._queue.append(job)
         log.info(
@@ -551,10 +551,15 @@ class ProcessPoolEngine:
             return
         log.error("worker slot %d failed to start %d times; giving it up", w.slot, failures)
         self._lost_slots.add(w.slot)
-        if len(self._lost_slots) == len(self._plan):
-            error = EngineError(f"The painter could not start: {self._last_failure}")
+        if (error := self._start_failure()) is not None:
             while self._queue:
                 self._queue.popleft()._finish(error=error)
+
+    def _start_failure(self) -> EngineError | None:
+        """The error for every job once all worker slots are given up; None while any is left."""
+        if len(self._lost_slots) < len(self._plan):
+            return None
+        return EngineError(f"The painter could not start: {self._last_failure}")
 
     def _update_ready(self) -> None:
         assert self._ready is not None
