@@ -154,6 +154,5 @@ def render(width: int = 1024, height: int = 640) -> Image.Image:
     canvas.paste(_vertical_gradient((width, height - horizon), FLOOR), (0, horizon))
     _sun(canvas, horizon)
     _mountains(canvas, horizon)
-    floor = _grid((width, height), horizon)
-    canvas = ImageChops.add(canvas, floor.crop((0, 0, width, height)))
+    canvas = ImageChops.add(canvas, _grid((width, height), horizon))
     return _scan_lines(canvas)
