@@ -61,8 +61,10 @@ def check_attachment(att: AttachmentLike, limits: IntakeLimits) -> None:
 
 
 async def read_image(att: AttachmentLike, limits: IntakeLimits) -> bytes:
-    """Download one checked attachment and probe its header; returns the encoded bytes."""
-    check_attachment(att, limits)
+    """Download an attachment that passed `check_attachment` and probe its header.
+
+    The byte cap is enforced again on what actually arrived; returns the encoded bytes.
+    """
     try:
         data = await asyncio.wait_for(att.read(), timeout=limits.timeout)
     except TimeoutError:
