@@ -376,12 +376,11 @@ class ProcessPoolEngine:
     def _cancel(self, job: PoolJob) -> None:
         if job.done:
             return
+        job._finish(error=Cancelled())
         if job in self._queue:
             self._queue.remove(job)
-            job._finish(error=Cancelled())
             log.info("job %s cancelled while queued", job.id)
             return
-        job._finish(error=Cancelled())
         for w in self._workers:
             if w.job is job:
                 log.info("job %s cancelled; stopping worker pid %s", job.id, w.pid)
