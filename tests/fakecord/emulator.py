@@ -213,7 +213,7 @@ class FakeDiscord:
         """`user` posts in `channel` (default `self.channel`), with attachments and an optional
         reply; dispatched as MESSAGE_CREATE. Returns the stored message."""
         channel = channel or self.channel
-        stored = [self._store_file(name, data, channel.id) for name, data in files or []]
+        stored = [self.store_upload(name, data, channel.id) for name, data in files or []]
         message = Message(
             id=snowflake(),
             channel_id=channel.id,
@@ -225,7 +225,7 @@ class FakeDiscord:
             reference=reply_to,
             mentions=self.mentions_in(content),
         )
-        self._add_message(message)
+        self.add_message(message)
         return message
 
     async def slash(
@@ -240,7 +240,7 @@ class FakeDiscord:
         options; the command must have been synced by the bot. Returns the Interaction."""
         channel = channel or self.channel
         stored = {
-            key: self._store_file(fname, data, channel.id, ephemeral=True)
+            key: self.store_upload(fname, data, channel.id, ephemeral=True)
             for key, (fname, data) in (files or {}).items()
         }
         return self._command_interaction(
@@ -292,7 +292,7 @@ class FakeDiscord:
             "type": 0,
         }
         self.gateway.dispatch("MESSAGE_REACTION_ADD", data, GUILD_MESSAGE_REACTIONS_INTENT)
-        self._notify()
+        self.changed()
 
     # ---- waiting and looking ---------------------------------------------------------------
 
@@ -347,7 +347,7 @@ class FakeDiscord:
 
     def gateway_op(self, name: str) -> None:
         self.gateway_ops.append(name)
-        self._notify()
+        self.changed()
 
     def ready_payload(self, session_id: str) -> dict[str, Any]:
         user = self.bot_user.payload() | {"verified": True, "mfa_enabled": False, "email": None}
@@ -421,12 +421,6 @@ class FakeDiscord:
                 _redact(data["referenced_message"], self.bot_user)
         return data
 
-    def store_upload(self, filename: str, data: bytes, channel_id: int, **extra: Any) -> StoredFile:
-        return self._store_file(filename, data, channel_id, **extra)
-
-    def add_message(self, message: Message) -> None:
-        self._add_message(message)
-
     def edited(self, message: Message) -> None:
         """Record an edit made through REST: new revision, MESSAGE_UPDATE, listeners."""
         message.edited_timestamp = iso_now()
@@ -452,7 +446,7 @@ class FakeDiscord:
 
     def record_request(self, record: RequestRecord) -> None:
         self.requests.append(record)
-        self._notify()
+        self.changed()
 
     def take_failure(self, method: str, route: str) -> Failure | None:
         for failure in self.failures:
@@ -463,12 +457,7 @@ class FakeDiscord:
                 return failure
         return None
 
-    def changed(self) -> None:
-        self._notify()
-
-    # ---- internals -------------------------------------------------------------------------
-
-    def _store_file(self, filename: str, data: bytes, channel_id: int, **extra: Any) -> StoredFile:
+    def store_upload(self, filename: str, data: bytes, channel_id: int, **extra: Any) -> StoredFile:
         stored = StoredFile.create(filename, data, channel_id, **extra)
         self.files[stored.id] = stored
         return stored
@@ -477,7 +466,7 @@ class FakeDiscord:
         ids = dict.fromkeys(int(m) for m in _MENTION.findall(content))
         return [self.users[i] for i in ids if i in self.users]
 
-    def _add_message(self, message: Message) -> None:
+    def add_message(self, message: Message) -> None:
         self.messages[message.id] = message
         if not message.ephemeral:
             self.gateway.dispatch(
@@ -487,14 +476,17 @@ class FakeDiscord:
             )
         self._emit("create", message)
 
+    def changed(self) -> None:
+        """Wake every `wait_for` to re-check its predicate."""
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    # ---- internals -------------------------------------------------------------------------
+
     def _emit(self, kind: str, message: Message) -> None:
         for callback in self._listeners:
             callback(kind, message)
-        self._notify()
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self.changed()
 
     def _new_interaction(
         self, kind: int, user: User, channel: Channel, data: dict[str, Any]
@@ -574,7 +566,7 @@ class FakeDiscord:
 
     def _dispatch_interaction(self, interaction: ix.Interaction) -> None:
         self.gateway.dispatch("INTERACTION_CREATE", interaction.payload)
-        self._notify()
+        self.changed()
 
 
 def _redact(data: dict[str, Any], bot: User) -> None:
