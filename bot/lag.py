@@ -12,7 +12,6 @@ class LagMonitor:
     def __init__(self, tick: float = 0.1) -> None:
         self.tick = tick
         self.max_lag = 0.0
-        self.last_lag = 0.0
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -26,8 +25,8 @@ class LagMonitor:
         while True:
             before = time.perf_counter()
             await asyncio.sleep(self.tick)
-            self.last_lag = max(0.0, time.perf_counter() - before - self.tick)
-            self.max_lag = max(self.max_lag, self.last_lag)
+            lag = time.perf_counter() - before - self.tick
+            self.max_lag = max(self.max_lag, lag)
 
     async def stop(self) -> None:
         if self._task is not None:
