@@ -123,13 +123,9 @@ def _style_grams(
 
 
 def to_image(x: torch.Tensor, colour: torch.Tensor | None) -> Image.Image:
-    """The Caffe-space image as RGB; with `colour`, its luminance on that image's chroma."""
+    """The Caffe-space image as RGB; with `colour` (same size), its luminance on that chroma."""
     rgb = deprocess(x.detach()).clamp(0.0, 1.0)
     if colour is not None:
-        if colour.shape[-2:] != rgb.shape[-2:]:
-            colour = F.interpolate(
-                colour, size=rgb.shape[-2:], mode="bilinear", align_corners=False
-            )
         rgb = with_chroma_of(rgb, colour)
     return images.from_tensor(rgb.float().cpu())
 
