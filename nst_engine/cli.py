@@ -267,7 +267,7 @@ def _stylize(args: argparse.Namespace, err: Console, out: Console) -> int:
     content = images.read_file(args.content)
     _probe(content, Path(args.content))
     sources = tuple(parse_style(spec) for spec in args.style)
-    if args.strength != args.strength:  # NaN passes every range check
+    if args.strength != args.strength:  # NaN: say so, not "out of range"
         raise api.InputError("Strength must be a number.")
     request = api.StyleRequest(
         content=content,
