@@ -52,32 +52,11 @@ def running_text(job_id: str, progress: Progress, summary: str) -> str:
     )
 
 
-class ChannelPacer:
-    """Spaces the status edits of one channel at least `spacing` seconds apart, first come first.
-
-    Discord rate-limits message edits per channel, so one pacer is shared by every status
-    message there: when many queued jobs' positions move at once, their edits take turns (each
-    message sending only its newest text) instead of using up the channel's budget together.
-    """
-
-    def __init__(self, spacing: float) -> None:
-        self.spacing = spacing
-        self._next = 0.0
-
-    async def turn(self) -> None:
-        now = time.monotonic()
-        at = max(now, self._next)
-        self._next = at + self.spacing
-        if at > now:
-            await asyncio.sleep(at - now)
-
-
 class StatusMessage:
     """Edits one message with the latest text (and preview), at most once per `interval`.
 
     `show()` never waits for Discord: it records the newest state and a single background task
-    sends it when the interval (and the channel's `pacer`, if any) allows, so a burst of updates
-    becomes one edit.
+    sends it when the interval allows, so a burst of updates becomes one edit.
     """
 
     def __init__(
@@ -87,12 +66,10 @@ class StatusMessage:
         interval: float = 3.0,
         view: discord.ui.View | None = None,
         job_id: str = "-",
-        pacer: ChannelPacer | None = None,
     ) -> None:
         self.message = message
         self.interval = interval
         self.job_id = job_id
-        self.pacer = pacer
         self._view = view
         self._text: str | None = None
         self._preview: bytes | None = None
@@ -115,8 +92,6 @@ class StatusMessage:
             if wait > 0:
                 await asyncio.sleep(wait)
                 continue
-            if self.pacer is not None:
-                await self.pacer.turn()
             text, preview = self._text, self._preview
             self._text, self._preview = None, None
             await self._edit(text, preview, self._view)

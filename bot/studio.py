@@ -10,7 +10,6 @@ import asyncio
 import io
 import logging
 import secrets
-import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -36,9 +35,6 @@ from nst_engine.api import (
 )
 
 log = logging.getLogger(__name__)
-
-# All status edits in one channel together: at most this many per status interval.
-CHANNEL_EDITS_PER_INTERVAL = 2
 
 SendStatus = Callable[[str, discord.ui.View], Awaitable[discord.abc.Snowflake]]
 
@@ -101,10 +97,6 @@ class Studio:
         )
         self.jobs: dict[str, BotJob] = {}
         self._positions: dict[str, int] = {}
-        # One pacer per channel with a status message alive in it; gone when they are.
-        self._pacers: weakref.WeakValueDictionary[int, progress.ChannelPacer] = (
-            weakref.WeakValueDictionary()
-        )
 
     # ------------------------------------------------------------------ creating jobs
 
@@ -197,7 +189,6 @@ class Studio:
             interval=self.settings.status_interval,
             view=cancel_view(job.id),
             job_id=job.id,
-            pacer=self._pacer(channel),
         )
         if job.reply_to is None:
             job.reply_to = status_message
@@ -224,16 +215,6 @@ class Studio:
         if maker is None:
             raise InputError("I can only work in server text channels, threads and DMs.")
         return maker
-
-    def _pacer(self, channel: discord.abc.Messageable) -> progress.ChannelPacer | None:
-        channel_id = getattr(channel, "id", None)
-        if channel_id is None:
-            return None
-        pacer = self._pacers.get(channel_id)
-        if pacer is None:
-            spacing = self.settings.status_interval / CHANNEL_EDITS_PER_INTERVAL
-            pacer = self._pacers[channel_id] = progress.ChannelPacer(spacing)
-        return pacer
 
     def _summary(self, job: BotJob) -> str:
         return f"-# {job.options.summary()}"

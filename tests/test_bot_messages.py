@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import logging
 import re
 
@@ -13,7 +11,6 @@ from discord.ext import commands
 from bot.buttons import ResultButton, changed
 from bot.errors import SORRY, friendly
 from bot.options import PACKED, Options, pack, parse_words, unpack
-from bot.progress import ChannelPacer
 from nst_engine.api import Cancelled, EngineError, InputError, JobTimeout
 
 
@@ -97,16 +94,3 @@ def test_unexpected_errors_are_logged_not_shown(caplog: pytest.LogCaptureFixture
     with caplog.at_level(logging.ERROR, logger="bot.errors"):
         assert friendly(wrapped) == SORRY
     assert "secret internals" in caplog.text and "Traceback" in caplog.text
-
-
-async def test_status_edits_in_one_channel_take_turns() -> None:
-    pacer = ChannelPacer(spacing=0.05)
-    loop = asyncio.get_running_loop()
-
-    async def edit() -> float:
-        await pacer.turn()
-        return loop.time()
-
-    times = sorted(await asyncio.gather(*(edit() for _ in range(4))))
-    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
-    assert all(gap >= 0.04 for gap in gaps), gaps
