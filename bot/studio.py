@@ -251,11 +251,7 @@ class Studio:
                     progress.running_text(job.id, event, self._summary(job)), event.preview
                 )
             result = await engine_job.result()
-        except StyleBotError as exc:
-            await self._failed(job, exc)
-            return
-        except Exception as exc:
-            log.exception("job %s: failed", job.id)
+        except Exception as exc:  # friendly() logs the traceback of any unexpected one
             await self._failed(job, exc)
             return
         log.info("job %s: painted in %.1f s on %s", job.id, result.seconds, result.device)
