@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -65,6 +66,8 @@ def main() -> int:
     if settings.discord_token is None or not settings.discord_token.get_secret_value().strip():
         print(NO_TOKEN, file=sys.stderr)
         return 2
+    # The painters are child processes that decode hostile images: they never see the token.
+    os.environ.pop("DISCORD_TOKEN", None)
     discord.utils.setup_logging(level=getattr(logging, settings.log_level), root=True)
     try:
         return asyncio.run(serve(settings))

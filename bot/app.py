@@ -11,9 +11,11 @@ from discord.ext import commands
 from bot.buttons import CancelButton, ResultButton
 from bot.cog import StyleCog
 from bot.errors import friendly
+from bot.journal import Journal
 from bot.lag import LagMonitor
 from bot.settings import Settings
 from bot.studio import Studio
+from bot.traffic import Traffic
 from nst_engine.api import Engine
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,7 @@ class StyleBot(commands.Bot):
     def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
         intents = discord.Intents.default()
         intents.message_content = settings.message_content_intent
+        traffic = Traffic()
         super().__init__(
             command_prefix=commands.when_mentioned_or(settings.prefix),
             intents=intents,
@@ -53,7 +56,10 @@ class StyleBot(commands.Bot):
             allowed_mentions=discord.AllowedMentions(
                 everyone=False, roles=False, users=True, replied_user=False
             ),
+            http_trace=traffic.trace_config(),
         )
+        self.traffic = traffic
+        self.journal: Journal | None = None
         self.settings = settings
         self.engine = engine
         self._owns_engine = engine is None
@@ -66,13 +72,20 @@ class StyleBot(commands.Bot):
             log.info("starting the painter (workers=%s)", self.settings.workers or "auto")
             self.engine = await start_engine(self.settings)
         slots = max(1, self.engine.stats().workers)
-        self.studio = Studio(self.engine, self.settings, slots=slots)
+        self.journal = Journal(self.settings.data_dir, keep_days=self.settings.keep_days)
+        log.info("job journal in %s", self.settings.data_dir.resolve())
+        self.studio = Studio(
+            self.engine, self.settings, self, self.journal, slots=slots, traffic=self.traffic
+        )
         self.add_dynamic_items(ResultButton, CancelButton)
         await self.add_cog(StyleCog(self))
         self.tree.on_error = self.on_app_command_error
         if self.settings.sync_commands:
             synced = await self.tree.sync()
             log.info("synced %d slash command(s)", len(synced))
+        resumed = await self.studio.resume()
+        if resumed:
+            log.info("resumed %d unfinished job(s) from the journal", resumed)
         log.info("ready to paint with %d job slot(s)", slots)
 
     async def on_ready(self) -> None:
@@ -117,15 +130,26 @@ class StyleBot(commands.Bot):
             log.warning("could not report an error to the user: %s", exc)
 
     async def close(self) -> None:
-        """Stop taking jobs, tell the owners of waiting ones, close the engine, log out."""
+        """Stop taking jobs (the waiting ones stay journalled for the next start), close the
+        engine, log out; each step runs even if the one before it failed."""
         if not self._shut_down:
             self._shut_down = True
             log.info("shutting down")
-            if hasattr(self, "studio"):
-                await self.studio.shutdown()
-            if self._owns_engine and self.engine is not None:
-                await self.engine.close()
-            await self.lag_monitor.stop()
+            try:
+                if hasattr(self, "studio"):
+                    await self.studio.shutdown(self.settings.shutdown_grace)
+            except Exception:
+                log.exception("stopping the jobs failed")
+            finally:
+                try:
+                    if self._owns_engine and self.engine is not None:
+                        await self.engine.close()
+                except Exception:
+                    log.exception("closing the painter failed")
+                await self.traffic.close()
+                if self.journal is not None:
+                    self.journal.close()
+                await self.lag_monitor.stop()
         await super().close()
 
 

@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
+from bot import ask
+from bot.errors import friendly
 from bot.options import MAX_SEED, PACKED, Options, pack, unpack
-from nst_engine.api import MAX_STRENGTH, MIN_STRENGTH
+from nst_engine.api import MAX_STRENGTH, MIN_STRENGTH, InputError
 
 if TYPE_CHECKING:
     from bot.app import StyleBot
@@ -67,9 +69,21 @@ class ResultButton(
         return cls(match["action"], int(match["owner"]), source, unpack(match))
 
     async def callback(self, interaction: discord.Interaction[StyleBot]) -> None:
-        await interaction.client.studio.rerun(
-            interaction, self.owner_id, self.source, changed(self.action, self.options)
-        )
+        if interaction.user.id != self.owner_id:
+            await interaction.response.send_message(
+                f"These buttons belong to <@{self.owner_id}>. Use `/stylize` to make your own.",
+                ephemeral=True,
+                allowed_mentions=discord.AllowedMentions.none(),
+            )
+            return
+        studio = interaction.client.studio
+        try:
+            options = studio.resolve(changed(self.action, self.options))
+            the_ask = await ask.from_button(interaction, self.source, options, studio.limits)
+        except InputError as exc:
+            await interaction.response.send_message(friendly(exc), ephemeral=True)
+            return
+        await studio.take(the_ask)
 
 
 class CancelButton(

@@ -11,7 +11,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import intake
+from bot import ask
 from bot.options import MAX_SEED, Options, parse_words
 from nst_engine import gallery, images, styles
 from nst_engine.api import MAX_SIZE, MAX_STRENGTH, MIN_SIZE, MIN_STRENGTH, InputError
@@ -77,49 +77,26 @@ class StyleCog(commands.Cog, name="Stylize"):
         """Paint a photo in the style of a built-in painting or of another picture."""
         studio = self.bot.studio
         if ctx.interaction is None:
-            options = parse_words(self._words_after_command(ctx))
-            own = list(ctx.message.attachments)
-            replied = await studio.replied_attachments(ctx.message)
-            source: int | None = ctx.message.id
-            reply_to: discord.abc.Snowflake | None = ctx.message
+            options = studio.resolve(parse_words(self._words_after_command(ctx)))
+            the_ask = await ask.from_message(
+                ctx.message, ctx.me, options, studio.limits, studio.traffic
+            )
         else:
-            await ctx.defer()
-            options = Options(
-                style=style or None,
-                strength=1.0 if strength is None else strength,
-                size=size,
-                quality=quality,
-                keep_colors=bool(keep_colors),
-                seed=seed or 0,
+            options = studio.resolve(
+                Options(
+                    style=style or None,
+                    strength=1.0 if strength is None else strength,
+                    size=size,
+                    quality=quality,
+                    keep_colors=bool(keep_colors),
+                    seed=seed or 0,
+                )
             )
             if photo is None:
                 raise InputError("Attach a photo in the `photo` option.")
-            own = [a for a in (photo, style_image) if a is not None]
-            replied = []
-            source, reply_to = None, None
-        options = studio.resolve(options)
-        studio.check_caps(ctx.author.id, ctx.guild.id if ctx.guild else None)
-        photo_att, style_att = intake.pick(own, replied, needs_style_image=options.style is None)
-        async with ctx.typing():
-            photo_bytes, style_bytes = await studio.read_inputs(photo_att, style_att)
-
-        async def send_status(text: str, view: discord.ui.View) -> discord.abc.Snowflake:
-            return await ctx.reply(text, view=view, mention_author=False)
-
-        await studio.enqueue(
-            owner_id=ctx.author.id,
-            guild_id=ctx.guild.id if ctx.guild else None,
-            channel=ctx.channel,
-            options=options,
-            photo=photo_bytes,
-            style_image=style_bytes,
-            source=source,
-            filesize_limit=(
-                ctx.interaction.filesize_limit if ctx.interaction else ctx.filesize_limit
-            ),
-            reply_to=reply_to,
-            send_status=send_status,
-        )
+            attached = [a for a in (photo, style_image) if a is not None]
+            the_ask = ask.from_interaction(ctx.interaction, options, attached, studio.limits)
+        await studio.take(the_ask)
 
     @stylize.autocomplete("style")
     async def _style_autocomplete(
@@ -169,8 +146,10 @@ class StyleCog(commands.Cog, name="Stylize"):
         positions = studio.scheduler.queue.positions()
         lines = []
         for job in studio.jobs_of(ctx.author.id):
-            if job.ticket is not None and job.ticket.running:
-                lines.append(f"`{job.id}` painting, {job.fraction:.0%} · {job.options.summary()}")
+            if studio.is_painting(job):
+                lines.append(
+                    f"`{job.id}` painting, {studio.fraction(job):.0%} · {job.options.summary()}"
+                )
             elif job.id in positions:
                 lines.append(
                     f"`{job.id}` waiting, position {positions[job.id]} · {job.options.summary()}"
@@ -187,19 +166,24 @@ class StyleCog(commands.Cog, name="Stylize"):
         studio = self.bot.studio
         if job is not None:
             found = studio.find(job.strip("`").lower())
-            if found is None:
-                raise InputError(f"There is no job `{job}` waiting or running.")
-            if not studio.may_cancel(found, ctx.author):
-                raise InputError("That job isn't yours; only a server admin may cancel it.")
+            guild_id = ctx.guild.id if ctx.guild else None
+            if found is None or (
+                found.owner_id != ctx.author.id and found.guild_id != guild_id
+            ):  # another server's job is none of this server's business, not even its existence
+                raise InputError(f"There is no job `{job}` waiting or running here.")
+            if not studio.may_cancel(found, ctx.author, guild_id):
+                raise InputError(
+                    "That job isn't yours; only an admin of this server may cancel it."
+                )
             targets = [found]
         else:
             targets = studio.jobs_of(ctx.author.id)
             if not targets:
                 raise InputError("You have no jobs to cancel.")
-        for target in targets:
-            await studio.cancel(target)
         ids = ", ".join(f"`{t.id}`" for t in targets)
         await ctx.reply(f"🛑 Cancelling {ids}.", ephemeral=True, mention_author=False)
+        for target in targets:
+            await studio.cancel(target)
 
     @commands.hybrid_command(name="help")
     async def help(self, ctx: commands.Context[StyleBot]) -> None:

@@ -1,8 +1,11 @@
 """Reading users' images from Discord attachments, safely.
 
-Only the attachments of the invoking message (or the message it replies to) are ever read: no
-arbitrary URLs. Metadata (count, size, content type, dimensions) is checked before downloading;
-the download has a byte cap and a timeout; the header is probed off the event loop.
+Only the attachments of the invoking message (or the message it replies to, or the result a
+button sits on) are ever read, and only from the allowed hosts (Discord's CDN by default): no
+arbitrary URLs, no redirects. Metadata (count, size, content type, dimensions) is checked before
+downloading; the download streams with a hard byte cap (it stops at cap + 1 bytes, whatever the
+attachment claimed) and a timeout, a few at a time for the whole bot; the header is probed off
+the event loop. Pixels are decoded only in the painter processes.
 """
 
 from __future__ import annotations
@@ -12,12 +15,17 @@ import logging
 from dataclasses import dataclass
 from typing import Protocol
 
+import aiohttp
+import yarl
+
 from nst_engine import images
 from nst_engine.api import InputError
 
 log = logging.getLogger(__name__)
 
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif")
+CDN_HOSTS = ("cdn.discordapp.com", "media.discordapp.net")
+CHUNK = 64 * 1024
 
 
 class AttachmentLike(Protocol):
@@ -28,8 +36,7 @@ class AttachmentLike(Protocol):
     content_type: str | None
     width: int | None
     height: int | None
-
-    async def read(self) -> bytes: ...
+    url: str
 
 
 @dataclass(frozen=True)
@@ -37,10 +44,16 @@ class IntakeLimits:
     max_bytes: int = images.MAX_BYTES
     max_pixels: int = images.MAX_PIXELS
     timeout: float = 30.0
+    hosts: tuple[str, ...] = CDN_HOSTS
 
 
 def _mb(n: int) -> str:
     return f"{n / (1024 * 1024):.1f} MB"
+
+
+def _too_big(name: str, size: int, limits: IntakeLimits, *, at_least: bool = False) -> InputError:
+    amount = f"more than {_mb(limits.max_bytes)}" if at_least else _mb(size)
+    return InputError(f"`{name}` is too big: {amount}; the limit is {_mb(limits.max_bytes)}.")
 
 
 def check_attachment(att: AttachmentLike, limits: IntakeLimits) -> None:
@@ -50,41 +63,75 @@ def check_attachment(att: AttachmentLike, limits: IntakeLimits) -> None:
     if content_type and content_type not in IMAGE_TYPES:
         raise InputError(f"`{name}` is not an image I can use (JPEG, PNG, WebP or GIF).")
     if att.size > limits.max_bytes:
-        raise InputError(
-            f"`{name}` is too big: {_mb(att.size)}; the limit is {_mb(limits.max_bytes)}."
-        )
+        raise _too_big(name, att.size, limits)
     if att.width and att.height and att.width * att.height > limits.max_pixels:
         raise InputError(
             f"`{name}` has too many pixels: {att.width}×{att.height}; "
             f"the limit is {limits.max_pixels / 1_000_000:g} megapixels."
         )
+    host = yarl.URL(att.url).host
+    if host not in limits.hosts:
+        log.warning("refused an attachment on host %r (allowed: %s)", host, limits.hosts)
+        raise InputError(f"`{name}` is not stored on Discord's CDN, so I won't download it.")
 
 
-async def read_image(att: AttachmentLike, limits: IntakeLimits) -> bytes:
-    """Download an attachment that passed `check_attachment` and probe its header.
+class Downloader:
+    """Downloads attachments that passed `check_attachment`, `concurrency` at a time."""
 
-    The byte cap is enforced again on what actually arrived; returns the encoded bytes.
-    """
-    try:
-        data = await asyncio.wait_for(att.read(), timeout=limits.timeout)
-    except TimeoutError:
-        raise InputError(
-            f"Downloading `{att.filename}` took longer than {limits.timeout:g} s; please try again."
-        ) from None
-    except Exception as exc:
-        log.warning("download of %s failed: %r", att.filename, exc)
-        raise InputError(f"I couldn't download `{att.filename}`; please try again.") from None
-    if len(data) > limits.max_bytes:
-        raise InputError(
-            f"`{att.filename}` is too big: {_mb(len(data))}; the limit is {_mb(limits.max_bytes)}."
-        )
-    try:
-        await asyncio.to_thread(
-            images.probe, data, max_bytes=limits.max_bytes, max_pixels=limits.max_pixels
-        )
-    except InputError as exc:
-        raise InputError(f"`{att.filename}`: {exc}") from None
-    return data
+    def __init__(self, limits: IntakeLimits, concurrency: int = 4) -> None:
+        self.limits = limits
+        self._gate = asyncio.Semaphore(concurrency)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def read(self, att: AttachmentLike) -> bytes:
+        """The attachment's bytes, after probing its header; raises `InputError`."""
+        async with self._gate:
+            try:
+                async with asyncio.timeout(self.limits.timeout):
+                    data = await self._fetch(att)
+            except TimeoutError:
+                raise InputError(
+                    f"Downloading `{att.filename}` took longer than {self.limits.timeout:g} s; "
+                    "please try again."
+                ) from None
+            except (aiohttp.ClientError, OSError) as exc:
+                log.warning("download of %s failed: %r", att.filename, exc)
+                raise InputError(
+                    f"I couldn't download `{att.filename}`; please try again."
+                ) from None
+        try:
+            await asyncio.to_thread(
+                images.probe,
+                data,
+                max_bytes=self.limits.max_bytes,
+                max_pixels=self.limits.max_pixels,
+            )
+        except InputError as exc:
+            raise InputError(f"`{att.filename}`: {exc}") from None
+        return data
+
+    async def _fetch(self, att: AttachmentLike) -> bytes:
+        check_attachment(att, self.limits)  # the host again: never fetch from anywhere else
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        cap = self.limits.max_bytes
+        async with self._session.get(att.url, allow_redirects=False) as response:
+            if response.status != 200:
+                log.warning("download of %s answered %s", att.filename, response.status)
+                raise InputError(f"I couldn't download `{att.filename}`; please try again.")
+            if response.content_length is not None and response.content_length > cap:
+                raise _too_big(att.filename, response.content_length, self.limits)
+            body = bytearray()
+            async for chunk in response.content.iter_chunked(CHUNK):
+                body += chunk
+                if len(body) > cap:
+                    raise _too_big(att.filename, len(body), self.limits, at_least=True)
+        return bytes(body)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
 
 def pick(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bot.intake import CDN_HOSTS
 from nst_engine.api import MAX_SIZE, MIN_SIZE
 
 
@@ -33,18 +35,25 @@ class Settings(BaseSettings):
     max_attachment_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     max_pixels: int = Field(default=50_000_000, ge=1024)
     download_timeout: float = Field(default=30.0, gt=0)
+    download_hosts: Annotated[tuple[str, ...], NoDecode] = CDN_HOSTS
+    max_downloads: int = Field(default=4, ge=1)
+    upload_attempts: int = Field(default=5, ge=1)
+
+    data_dir: Path = Path("data")
+    keep_days: float = Field(default=7.0, ge=0)
 
     workers: int | None = Field(default=None, ge=1)
     devices: Annotated[tuple[str, ...], NoDecode] = ()
     job_timeout: float = Field(default=600.0, gt=0)
     max_iterations: int | None = Field(default=None, ge=1)
     status_interval: float = Field(default=3.0, ge=0)
+    shutdown_grace: float = Field(default=20.0, ge=0)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
-    @field_validator("devices", mode="before")
+    @field_validator("devices", "download_hosts", mode="before")
     @classmethod
-    def _split_devices(cls, value: object) -> object:
+    def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value

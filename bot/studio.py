@@ -1,90 +1,86 @@
-"""The studio: turns a request from chat into a queued job, runs it on the engine, and delivers.
+"""The studio: owns a job's life from the moment its ask is taken until it is delivered.
 
-Commands, buttons and shutdown all come through here, so every path shares the same intake,
-caps, status message, delivery and error handling.
+    take(ask) → reserve a place under the caps → download → journal (accepted, waiting)
+              → first answer → fair queue → paint (painting) → painted: the painter is free
+              → delivery: its own task, retried, sent once (fixed nonce) → delivered
+
+Every state change is journalled before the bot acts on it, so `resume()` at start-up can pick
+up whatever a crash, a deploy or SIGTERM interrupted: waiting jobs queue again in their old
+order, painting ones are repainted, painted ones are delivered (after looking for a result that
+may already be in the channel).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime as dt
 import io
+import json
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+import time
+from collections.abc import Coroutine
+from typing import Any
 
 import discord
 
-from bot import delivery, intake, progress
+from bot import delivery, journal, progress
+from bot.ask import QUEUED_REACTION, Ask, missing_permissions
 from bot.buttons import cancel_view, result_view
 from bot.errors import friendly
-from bot.intake import AttachmentLike, IntakeLimits
+from bot.intake import Downloader, IntakeLimits
+from bot.journal import Job, Journal
 from bot.options import Options
-from bot.scheduler import Limits, Scheduler, Ticket
+from bot.scheduler import Limits, Scheduler
 from bot.settings import Settings
-from nst_engine import images
-from nst_engine.api import (
-    Cancelled,
-    Engine,
-    InputError,
-    Job,
-    Result,
-    StyleBotError,
-    StyleRequest,
-    StyleSource,
-)
+from bot.traffic import ANSWER, RESULT, Traffic
+from nst_engine.api import Cancelled, Engine, InputError, StyleRequest, StyleSource
 
 log = logging.getLogger(__name__)
 
-SendStatus = Callable[[str, discord.ui.View], Awaitable[discord.abc.Snowflake]]
+RESUMED = "🔁 Resumed after a restart."
+PAUSED = "⏸️ Paused: the bot is restarting; this job will be back after the restart."
 
 
-@dataclass(eq=False)
-class BotJob:
-    """A job as the bot sees it: who asked, where to answer, and how far it got."""
-
-    id: str
-    owner_id: int
-    guild_id: int | None
-    channel: discord.abc.Messageable
-    options: Options
-    request: StyleRequest
-    source: int | None  # the user's message id; None when the inputs go on the result message
-    filesize_limit: int
-    reply_to: discord.abc.Snowflake | None = None
-    status: progress.StatusMessage | None = None
-    ticket: Ticket | None = None
-    engine_job: Job | None = None
-    ready: asyncio.Event = field(default_factory=asyncio.Event)  # set once the status exists
-    cancelled: bool = False
-    shutting_down: bool = False
-    fraction: float = 0.0
-
-
-def new_job_id(taken: dict[str, BotJob]) -> str:
-    while (job_id := secrets.token_hex(3)) in taken:
+def new_job_id(journal_: Journal, live: dict[str, Job]) -> str:
+    while (job_id := secrets.token_hex(4)) in live or journal_.exists(job_id):
         continue
     return job_id
 
 
-def _input_copy(data: bytes, size: int, limit: int, stem: str) -> delivery.Encoded:
-    """An input image at the job's size, carried on a result so its buttons can re-run it."""
-    img = images.fit_long_side(images.decode(data), size)
-    return delivery.fit(images.encode(img, "PNG"), limit, stem=stem)
+def nonce_of(job: Job) -> str:
+    """The fixed nonce of a job's result message (Discord: at most 25 characters)."""
+    return f"stylebot-{job.id}"
 
 
 class Studio:
-    """Owns the scheduler and the jobs of one bot."""
+    """The jobs of one bot: intake, journal, scheduler, painting, delivery and their messages."""
 
-    def __init__(self, engine: Engine, settings: Settings, *, slots: int) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        client: discord.Client,
+        journal_: Journal,
+        *,
+        slots: int,
+        traffic: Traffic,
+    ) -> None:
         self.engine = engine
         self.settings = settings
+        self.client = client
+        self.journal = journal_
+        self.traffic = traffic
         self.limits = IntakeLimits(
             max_bytes=settings.max_attachment_bytes,
             max_pixels=settings.max_pixels,
             timeout=settings.download_timeout,
+            hosts=settings.download_hosts,
         )
-        self.scheduler = Scheduler(
+        self.downloader = Downloader(self.limits, settings.max_downloads)
+        self.retry = delivery.Retry(attempts=settings.upload_attempts)
+        self.scheduler: Scheduler[Job] = Scheduler(
             Limits(
                 user_running=settings.user_running,
                 user_waiting=settings.user_waiting,
@@ -92,13 +88,19 @@ class Studio:
                 total_jobs=settings.total_jobs,
             ),
             slots=slots,
-            run=self._run,
+            run=self._paint,
             on_moved=self._moved,
         )
-        self.jobs: dict[str, BotJob] = {}
-        self._positions: dict[str, int] = {}
+        self.jobs: dict[str, Job] = {}  # waiting and painting
+        self._statuses: dict[str, progress.Status] = {}
+        self._handles: dict[str, Any] = {}  # job id -> the engine's handle while painting
+        self._ready: dict[str, asyncio.Event] = {}
+        self._fraction: dict[str, float] = {}
+        self._shown: dict[str, str] = {}  # the queue text last shown per waiting job
+        self._deliveries: set[asyncio.Task[None]] = set()
+        self._stopping = False
 
-    # ------------------------------------------------------------------ creating jobs
+    # ------------------------------------------------------------------ taking asks
 
     def resolve(self, options: Options) -> Options:
         s = self.settings
@@ -106,259 +108,372 @@ class Studio:
             default_size=s.default_size, max_size=s.max_size, default_quality=s.default_quality
         )
 
-    def check_caps(self, owner_id: int, guild_id: int | None) -> None:
-        """Refuse at once (before any download) when a new job would go over a cap."""
-        self.scheduler.check(Ticket("-", owner_id, guild_id))
+    async def take(self, ask: Ask) -> Job | None:
+        """Check, download and accept an ask; every refusal goes to its asker in one line."""
+        try:
+            missing = missing_permissions(ask.permissions, in_thread=ask.in_thread)
+            if missing:
+                raise InputError(
+                    f"I can't paint in this channel: I'm missing {', '.join(missing)}. "
+                    "A server admin can grant it."
+                )
+            place = self.scheduler.reserve(ask.owner_id, ask.guild_id)
+        except InputError as exc:
+            await ask.front.refuse(friendly(exc))
+            return None
+        try:
+            await ask.front.acknowledge()
+            photo = await self.downloader.read(ask.photo)
+            style = None if ask.style_image is None else await self.downloader.read(ask.style_image)
+            if not self.scheduler.accepting:
+                raise InputError("The bot is restarting and is not taking new jobs right now.")
+        except Exception as exc:
+            self.scheduler.queue.release(place)
+            await ask.front.refuse(friendly(exc))
+            return None
+        job = Job(
+            id=new_job_id(self.journal, self.jobs),
+            owner_id=ask.owner_id,
+            guild_id=ask.guild_id,
+            channel_id=ask.channel_id,
+            options=ask.options,
+            upload_limit=ask.upload_limit,
+            source_id=ask.source_id,
+            reply_to_id=ask.source_id,
+            inputs_on_result=ask.inputs_on_result,
+        )
+        try:
+            await asyncio.to_thread(self.journal.add, job, photo, style)
+        except OSError as exc:
+            self.scheduler.queue.release(place)
+            log.error("job %s: could not journal it: %s", job.id, exc)
+            await ask.front.refuse("⚠️ I couldn't store your job (disk trouble); please try again.")
+            return None
+        del photo, style
+        self._queue(job, place)
+        position = self.scheduler.queue.positions().get(job.id)
+        text = (
+            progress.starting_text(job.id, self._summary(job))
+            if position is None
+            else progress.queued_text(job.id, position, self._summary(job))
+        )
+        try:
+            status_id = await ask.front.answer(text, cancel_view(job.id))
+        except Exception as exc:  # the job stands; only its first answer failed
+            log.warning("job %s: the first answer failed: %r", job.id, exc)
+            status_id = None
+        if status_id is not None:
+            self.journal.update(job, status_id=status_id)
+            if job.reply_to_id is None:
+                self.journal.update(job, reply_to_id=status_id)
+            self._attach_status(job)
+        self._ready[job.id].set()
+        log.info(
+            "job %s: accepted for user %s in guild %s (%s), position %s",
+            job.id,
+            job.owner_id,
+            job.guild_id,
+            job.options.summary(),
+            position or "painting",
+        )
+        return job
 
-    async def read_inputs(
-        self, photo: AttachmentLike, style: AttachmentLike | None
-    ) -> tuple[bytes, bytes | None]:
-        """Check both attachments' metadata, then download and probe them."""
-        for att in (photo, style):
-            if att is not None:
-                intake.check_attachment(att, self.limits)
-        photo_bytes = await intake.read_image(photo, self.limits)
-        style_bytes = None if style is None else await intake.read_image(style, self.limits)
-        return photo_bytes, style_bytes
-
-    async def enqueue(
-        self,
-        *,
-        owner_id: int,
-        guild_id: int | None,
-        channel: discord.abc.Messageable,
-        options: Options,
-        photo: bytes,
-        style_image: bytes | None,
-        source: int | None,
-        filesize_limit: int,
-        reply_to: discord.abc.Snowflake | None,
-        send_status: SendStatus,
-    ) -> BotJob:
-        """Check the caps, post the status message and queue the job; raises `InputError`."""
-        style = (
-            StyleSource(name=options.style)
-            if options.style is not None
-            else StyleSource(image=style_image)
-        )
-        request = StyleRequest(
-            content=photo,
-            styles=(style,),
-            size=options.size or self.settings.default_size,
-            quality=options.quality or self.settings.default_quality,
-            strength=options.strength,
-            preserve_colors=options.keep_colors,
-            seed=options.seed,
-            iterations=self.settings.max_iterations,
-        )
-        job = BotJob(
-            id=new_job_id(self.jobs),
-            owner_id=owner_id,
-            guild_id=guild_id,
-            channel=channel,
-            options=options,
-            request=request,
-            source=source,
-            filesize_limit=filesize_limit,
-            reply_to=reply_to,
-        )
-        job.ticket = Ticket(job.id, owner_id, guild_id, payload=job)
-        partial = self._partial_maker(channel)
+    def _queue(self, job: Job, place: Any) -> None:
+        self.journal.update(job, state=journal.WAITING)
         self.jobs[job.id] = job
-        try:
-            position = self.scheduler.submit(job.ticket)
-        except InputError:
-            self.jobs.pop(job.id, None)
-            raise
-        try:
-            text = (
-                progress.starting_text(job.id, self._summary(job))
-                if position is None
-                else progress.queued_text(job.id, position, self._summary(job))
-            )
-            sent = await send_status(text, cancel_view(job.id))
-            status_message = partial(sent.id)
-        except BaseException:
-            job.cancelled = True
-            self.scheduler.cancel_waiting(job.ticket)
-            self.jobs.pop(job.id, None)
-            job.ready.set()
-            raise
-        job.status = progress.StatusMessage(
-            status_message,
+        self._ready[job.id] = asyncio.Event()
+        self.scheduler.submit(job, place)
+
+    def _channel(self, job: Job) -> discord.PartialMessageable:
+        return self.client.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
+
+    def _attach_status(self, job: Job) -> None:
+        assert job.status_id is not None
+        self._statuses[job.id] = progress.Status(
+            self.traffic,
+            self._channel(job).get_partial_message(job.status_id),
             interval=self.settings.status_interval,
             view=cancel_view(job.id),
             job_id=job.id,
         )
-        if job.reply_to is None:
-            job.reply_to = status_message
-        if position is not None:
-            self._positions[job.id] = position
-            self._moved(self.scheduler.queue.positions())  # it may have moved meanwhile
-        job.ready.set()
-        log.info(
-            "job %s: queued for user %s in guild %s (%s), position %s",
-            job.id,
-            owner_id,
-            guild_id,
-            options.summary(),
-            position or "running",
-        )
-        return job
 
     @staticmethod
-    def _partial_maker(
-        channel: discord.abc.Messageable,
-    ) -> Callable[[int], discord.PartialMessage]:
-        """How to address a message in `channel` by id (to edit it with the bot's own token)."""
-        maker = getattr(channel, "get_partial_message", None)
-        if maker is None:
-            raise InputError("I can only work in server text channels, threads and DMs.")
-        return maker
-
-    def _summary(self, job: BotJob) -> str:
+    def _summary(job: Job) -> str:
         return f"-# {job.options.summary()}"
-
-    # ------------------------------------------------------------------ running jobs
 
     def _moved(self, positions: dict[str, int]) -> None:
         for job_id, position in positions.items():
+            status = self._statuses.get(job_id)
             job = self.jobs.get(job_id)
-            if job is None or job.status is None or self._positions.get(job_id) == position:
+            if status is None or job is None or job.state != journal.WAITING:
                 continue
-            self._positions[job_id] = position
-            job.status.show(progress.queued_text(job.id, position, self._summary(job)))
+            text = progress.queued_text(job_id, position, self._summary(job))
+            if self._shown.get(job_id) != text:  # coarse places: most moves change nothing
+                self._shown[job_id] = text
+                status.show(text, queued=True)
 
-    async def _run(self, ticket: Ticket) -> None:
-        job = ticket.payload
-        assert isinstance(job, BotJob)
-        await job.ready.wait()
-        self._positions.pop(job.id, None)
-        if job.status is None:  # the status message could not be posted; nobody to tell
-            return
+    # ------------------------------------------------------------------ painting
+
+    def _request(self, job: Job) -> StyleRequest:
+        photo, style_image = self.journal.inputs(job)
+        o = job.options
+        style = StyleSource(name=o.style) if o.style is not None else StyleSource(image=style_image)
+        return StyleRequest(
+            content=photo,
+            styles=(style,),
+            size=o.size or self.settings.default_size,
+            quality=o.quality or self.settings.default_quality,
+            strength=o.strength,
+            preserve_colors=o.keep_colors,
+            seed=o.seed,
+            iterations=self.settings.max_iterations,
+            input_copies=job.inputs_on_result,
+        )
+
+    async def _paint(self, job: Job) -> None:
+        """The scheduler's runner: paint one job; delivery goes on without the painter."""
+        await self._ready[job.id].wait()
+        status = self._statuses.get(job.id)
         try:
-            if job.cancelled:
+            if job.state != journal.WAITING:
                 raise Cancelled()
-            log.info("job %s: starting", job.id)
-            job.status.show(progress.starting_text(job.id, self._summary(job)))
-            engine_job = await self.engine.submit(job.request)
-            job.engine_job = engine_job
-            if job.cancelled:
-                await engine_job.cancel()
-            async for event in engine_job.progress():
-                job.fraction = event.fraction
-                job.status.show(
-                    progress.running_text(job.id, event, self._summary(job)), event.preview
-                )
-            result = await engine_job.result()
-        except Exception as exc:  # friendly() logs the traceback of any unexpected one
-            await self._failed(job, exc)
+            self.journal.update(job, state=journal.PAINTING)
+            log.info("job %s: painting", job.id)
+            self._shown.pop(job.id, None)
+            if status is not None:
+                status.show(progress.starting_text(job.id, self._summary(job)))
+            request = await asyncio.to_thread(self._request, job)
+            handle = await self.engine.submit(request)
+            self._handles[job.id] = handle
+            if job.state != journal.PAINTING:
+                await handle.cancel()
+            async for event in handle.progress():
+                self._fraction[job.id] = event.fraction
+                if status is not None:
+                    status.show(
+                        progress.running_text(job.id, event, self._summary(job)), event.preview
+                    )
+            result = await handle.result()
+        except Exception as exc:
+            await self._not_painted(job, exc)
             return
-        log.info("job %s: painted in %.1f s on %s", job.id, result.seconds, result.device)
-        self.jobs.pop(job.id, None)  # painted: nothing left to cancel
-        await self._deliver(job, result)
-
-    async def _failed(self, job: BotJob, exc: BaseException) -> None:
+        finally:
+            self._handles.pop(job.id, None)
+            self._fraction.pop(job.id, None)
+        meta = {
+            "width": result.width,
+            "height": result.height,
+            "seconds": result.seconds,
+            "device": result.device,
+        }
+        names = ("photo", "style")
+        copies = {f"{names[i]}.png": data for i, data in enumerate(result.inputs[:2])}
+        copies["meta.json"] = json.dumps(meta).encode()
+        await asyncio.to_thread(self.journal.save_result, job, result.image, copies)
         self.jobs.pop(job.id, None)
-        assert job.status is not None
-        if isinstance(exc, Cancelled):
-            why = "the bot is shutting down" if job.shutting_down else "on request"
-            log.info("job %s: cancelled (%s)", job.id, why)
-            await job.status.finish(f"🛑 Job `{job.id}` was cancelled ({why}).")
-            return
-        log.warning("job %s: failed: %r", job.id, exc)
-        await job.status.finish(f"Job `{job.id}`: {friendly(exc)}")
+        log.info("job %s: painted in %.1f s on %s", job.id, result.seconds, result.device)
+        self._start_delivery(job)
 
-    async def _deliver(self, job: BotJob, result: Result) -> None:
-        assert job.status is not None
-        inputs = [("photo", job.request.content), ("style", job.request.styles[0].image)]
-        copies: list[delivery.Encoded] = []
+    async def _not_painted(self, job: Job, exc: BaseException) -> None:
+        status = self._statuses.get(job.id)
+        if isinstance(exc, Cancelled) and self._stopping and job.state == journal.PAINTING:
+            log.info("job %s: stopped for the restart; it will be repainted", job.id)
+            if status is not None:
+                await self._finish_status(job, PAUSED)
+            return
+        self.jobs.pop(job.id, None)
+        if isinstance(exc, Cancelled):
+            log.info("job %s: cancelled", job.id)
+            self.journal.end(job, journal.CANCELLED)
+            text = f"🛑 Job `{job.id}` was cancelled."
+        else:
+            log.warning("job %s: failed: %r", job.id, exc)
+            text = f"Job `{job.id}`: {friendly(exc)}"
+            self.journal.end(job, journal.FAILED, error=str(exc))
+        await self._tell(job, text)
+
+    # ------------------------------------------------------------------ delivering
+
+    def _start_delivery(self, job: Job, *, resumed: bool = False) -> None:
+        task = asyncio.create_task(self._deliver(job, resumed), name=f"stylebot-deliver-{job.id}")
+        self._deliveries.add(task)
+        task.add_done_callback(self._deliveries.discard)
+
+    async def _deliver(self, job: Job, resumed: bool) -> None:
+        try:
+            posted = await self._already_posted(job) if resumed else None
+            if posted is None:
+                posted = await self._upload(job)
+        except delivery.DeliveryFailed as exc:
+            log.error("job %s: delivery failed: %s", job.id, exc)
+            self.journal.end(job, journal.FAILED, error=str(exc))
+            await self._tell(job, f"⚠️ Job `{job.id}` was painted, but {exc} Please ask again.")
+            return
+        self.journal.update(job, result_id=posted.id)
+        self.journal.end(job, journal.DELIVERED)
+        log.info("job %s: delivered as message %s", job.id, posted.id)
+        done = f"✅ Job `{job.id}` is done: {posted.jump_url}"
+        if job.status_id is not None:
+            self._attach_status(job)
+            await self._finish_status(job, done)
+        elif job.source_id is not None:
+            self._unreact(job)
+
+    async def _already_posted(self, job: Job) -> discord.Message | None:
+        """The bot's result for `job` if it is already in the channel (a crash after the upload
+        and before the journal heard of it)."""
+        me = self.client.user
+        since = dt.datetime.fromtimestamp(job.created - 60, tz=dt.UTC)
+        after = discord.Object(
+            job.status_id or job.source_id or discord.utils.time_snowflake(since)
+        )
+        marker = f"(job `{job.id}`)"
+        try:
+            async for message in self._channel(job).history(limit=100, after=after):
+                if me is not None and message.author.id == me.id and marker in message.content:
+                    log.info("job %s: its result was already posted", job.id)
+                    return message
+        except discord.HTTPException as exc:
+            log.warning("job %s: could not read the channel's history: %s", job.id, exc)
+        return None
+
+    async def _upload(self, job: Job) -> discord.Message:
+        png, copies = await asyncio.to_thread(self.journal.result, job)
+        meta = json.loads(copies.pop("meta.json", b"{}"))
+        channel = self._channel(job)
         header = (
             f"<@{job.owner_id}> here is your painting (job `{job.id}`).\n"
-            f"-# {job.options.summary()} · {result.width}×{result.height} · "
-            f"{progress.duration(result.seconds)} on {result.device}"
+            f"-# {job.options.summary()} · {meta.get('width')}×{meta.get('height')} · "
+            f"{progress.duration(meta.get('seconds', 0))} on {meta.get('device', '?')}"
         )
         reference = (
             discord.MessageReference(
-                message_id=job.reply_to.id,
-                channel_id=getattr(job.channel, "id", None),  # type: ignore[arg-type]
-                fail_if_not_exists=False,
+                message_id=job.reply_to_id, channel_id=job.channel_id, fail_if_not_exists=False
             )
-            if job.reply_to is not None
+            if job.reply_to_id is not None
             else None
         )
+        # Input copies share the message with the result: each file within the per-file limit,
+        # all of them within Discord's total per message.
+        per_file = min(job.upload_limit, delivery.MESSAGE_TOTAL // (1 + len(copies)))
+        fitted = [
+            await asyncio.to_thread(delivery.fit, data, per_file, stem=name.removesuffix(".png"))
+            for name, data in copies.items()
+        ]
 
         async def send(encoded: delivery.Encoded, limit: int) -> discord.Message:
-            if job.source is None and (not copies or any(len(c.data) > limit for c in copies)):
-                copies[:] = [
-                    await asyncio.to_thread(_input_copy, data, job.request.size, limit, stem)
-                    for stem, data in inputs
-                    if data is not None
-                ]
             files = [discord.File(io.BytesIO(encoded.data), filename=encoded.filename)]
-            files += [discord.File(io.BytesIO(c.data), filename=c.filename) for c in copies]
+            files += [discord.File(io.BytesIO(c.data), filename=c.filename) for c in fitted]
             note = f" · {encoded.note}" if encoded.note else ""
-            return await job.channel.send(
-                header + note,
-                files=files,
-                view=result_view(job.owner_id, job.source, job.options),
-                reference=reference,  # type: ignore[arg-type]
-                allowed_mentions=discord.AllowedMentions(users=True, replied_user=False),
-            )
 
+            def post() -> Coroutine[Any, Any, discord.Message]:
+                return channel.send(
+                    header + note,
+                    files=files,
+                    view=result_view(job.owner_id, job.source_id, job.options),
+                    reference=reference,  # type: ignore[arg-type]
+                    allowed_mentions=discord.AllowedMentions(users=True, replied_user=False),
+                    nonce=nonce_of(job),
+                )
+
+            for f in files:
+                f.reset()
+            return await self.traffic.send(job.channel_id, RESULT, post)
+
+        message, _ = await delivery.send_fitted(
+            send, png, per_file, job_id=job.id, retry=self.retry
+        )
+        return message
+
+    # ------------------------------------------------------------------ telling people
+
+    async def _finish_status(self, job: Job, text: str) -> None:
+        status = self._statuses.pop(job.id, None)
+        if status is not None:
+            await status.finish(text)
+
+    async def _tell(self, job: Job, text: str) -> None:
+        """The end of a job, in its status message, or in a reply when it has none."""
+        if job.id in self._statuses or job.status_id is not None:
+            if job.id not in self._statuses:
+                self._attach_status(job)
+            await self._finish_status(job, text)
+            return
+        channel = self._channel(job)
+        reference = (
+            discord.MessageReference(
+                message_id=job.source_id, channel_id=job.channel_id, fail_if_not_exists=False
+            )
+            if job.source_id is not None
+            else None
+        )
         try:
-            message, encoded = await delivery.send_fitted(
-                send, result.image, job.filesize_limit, job_id=job.id
+            await self.traffic.send(
+                job.channel_id,
+                ANSWER,
+                lambda: channel.send(
+                    f"<@{job.owner_id}> {text}",
+                    reference=reference,  # type: ignore[arg-type]
+                    allowed_mentions=discord.AllowedMentions(users=True, replied_user=False),
+                ),
             )
-        except discord.HTTPException as exc:
-            log.error("job %s: delivery failed: %s %s", job.id, exc.status, exc.text)
-            await job.status.finish(
-                f"⚠️ Job `{job.id}` finished but Discord refused the picture "
-                f"(HTTP {exc.status}). Check that I may attach files here."
-            )
-            return
-        except StyleBotError as exc:
-            log.error("job %s: delivery failed: %s", job.id, exc)
-            await job.status.finish(f"⚠️ Job `{job.id}` finished but: {friendly(exc)}")
-            return
-        log.info(
-            "job %s: delivered %s (%d bytes) as message %s",
-            job.id,
-            encoded.filename,
-            len(encoded.data),
-            message.id,
-        )
-        await job.status.finish(
-            f"✅ Job `{job.id}` is done ({progress.duration(result.seconds)}): {message.jump_url}"
-        )
+        except (discord.HTTPException, OSError, TimeoutError) as exc:
+            log.warning("job %s: could not tell the owner: %r", job.id, exc)
 
-    # ------------------------------------------------------------------ cancelling
+    def _unreact(self, job: Job) -> None:
+        """Take back the 'queued' reaction of a job answered with one (its result is there)."""
+        me = self.client.user
+        if job.source_id is None or me is None:
+            return
+        message = self._channel(job).get_partial_message(job.source_id)
+        self._background(self._quietly(message.remove_reaction(QUEUED_REACTION, me)))
 
-    def find(self, job_id: str) -> BotJob | None:
+    @staticmethod
+    async def _quietly(coro: Coroutine[Any, Any, Any]) -> None:
+        with contextlib.suppress(discord.HTTPException, OSError, TimeoutError):
+            await coro
+
+    # ------------------------------------------------------------------ cancelling, queue
+
+    def find(self, job_id: str) -> Job | None:
         return self.jobs.get(job_id)
 
-    def jobs_of(self, user_id: int) -> list[BotJob]:
+    def jobs_of(self, user_id: int) -> list[Job]:
         return [job for job in self.jobs.values() if job.owner_id == user_id]
 
-    async def cancel(self, job: BotJob, *, shutting_down: bool = False) -> None:
-        """Cancel a waiting or running job; its status message says so."""
-        job.cancelled = True
-        job.shutting_down = shutting_down
-        assert job.ticket is not None
-        if self.scheduler.cancel_waiting(job.ticket):
-            self.jobs.pop(job.id, None)
-            self._positions.pop(job.id, None)
-            log.info("job %s: removed from the queue", job.id)
-            if job.status is not None:
-                await job.status.finish(f"🛑 Job `{job.id}` was cancelled before it started.")
-        elif job.engine_job is not None:
-            await job.engine_job.cancel()
+    def fraction(self, job: Job) -> float:
+        return self._fraction.get(job.id, 0.0)
 
-    def may_cancel(self, job: BotJob, user: discord.abc.User) -> bool:
+    def is_painting(self, job: Job) -> bool:
+        return self.scheduler.queue.is_running(job)
+
+    @staticmethod
+    def may_cancel(job: Job, user: discord.abc.User, guild_id: int | None) -> bool:
+        """The owner may; a server admin may cancel jobs of the server they typed in only."""
         if job.owner_id == user.id:
             return True
+        if job.guild_id is None or job.guild_id != guild_id:
+            return False
         perms = getattr(user, "guild_permissions", None)
         return bool(perms and (perms.administrator or perms.manage_guild))
+
+    async def cancel(self, job: Job) -> None:
+        """Cancel a waiting or painting job; its status message says so (in the background)."""
+        if self.scheduler.cancel_waiting(job):
+            self.jobs.pop(job.id, None)
+            self.journal.end(job, journal.CANCELLED)
+            log.info("job %s: removed from the queue", job.id)
+            self._background(self._tell(job, f"🛑 Job `{job.id}` was cancelled before it started."))
+            return
+        self.journal.update(job, state=journal.CANCELLED)  # ends when the painter stops
+        handle = self._handles.get(job.id)
+        if handle is not None:
+            await handle.cancel()
+
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._deliveries.add(task)
+        task.add_done_callback(self._deliveries.discard)
 
     async def cancel_from_button(self, interaction: discord.Interaction, job_id: str) -> None:
         job = self.find(job_id)
@@ -367,120 +482,64 @@ class Studio:
                 "That job has already finished or was cancelled.", ephemeral=True
             )
             return
-        if not self.may_cancel(job, interaction.user):
+        if not self.may_cancel(job, interaction.user, interaction.guild_id):
             await interaction.response.send_message(
-                "Only the person who started this job (or a server admin) can cancel it.",
+                "Only the person who started this job (or an admin of this server) can cancel it.",
                 ephemeral=True,
             )
             return
         await interaction.response.send_message(f"Cancelling job `{job.id}`.", ephemeral=True)
         await self.cancel(job)
 
-    # ------------------------------------------------------------------ buttons
+    # ------------------------------------------------------------------ restarts
 
-    async def rerun(
-        self, interaction: discord.Interaction, owner_id: int, source: int | None, options: Options
-    ) -> None:
-        """A result button: queue the same inputs again with changed options."""
-        if interaction.user.id != owner_id:
-            await interaction.response.send_message(
-                f"These buttons belong to <@{owner_id}>. Use `/stylize` to make your own.",
-                ephemeral=True,
-                allowed_mentions=discord.AllowedMentions.none(),
-            )
-            return
-        await interaction.response.defer(thinking=True)
-        try:
-            options = self.resolve(options)
-            channel = interaction.channel
-            if channel is None or not isinstance(channel, discord.abc.Messageable):
-                raise InputError("I can't see this channel any more.")
-            reply_to: discord.abc.Snowflake | None
-            if source is None:
-                holder = interaction.message
-                if holder is None:
-                    raise InputError("I can't find the message these buttons were on.")
-                inputs = list(holder.attachments[1:])
-                photo_att = inputs[0] if inputs else None
-                style_att = inputs[1] if options.style is None and len(inputs) > 1 else None
-                if photo_att is None or (options.style is None and style_att is None):
-                    raise InputError("The images of that job are gone, so I can't re-run it.")
-                reply_to = None
-            else:
-                try:
-                    original = await channel.fetch_message(source)  # type: ignore[union-attr]
-                except discord.NotFound:
-                    raise InputError(
-                        "The original message was deleted, so I can't re-run it."
-                    ) from None
-                photo_att, style_att = intake.pick(
-                    list(original.attachments),
-                    await self.replied_attachments(original),
-                    needs_style_image=options.style is None,
-                )
-                reply_to = original
-            self.check_caps(owner_id, interaction.guild_id)
-            photo, style_image = await self.read_inputs(photo_att, style_att)
-
-            async def send_status(text: str, view: discord.ui.View) -> discord.abc.Snowflake:
-                return await interaction.followup.send(text, view=view, wait=True)
-
-            await self.enqueue(
-                owner_id=owner_id,
-                guild_id=interaction.guild_id,
-                channel=channel,
-                options=options,
-                photo=photo,
-                style_image=style_image,
-                source=source,
-                filesize_limit=interaction.filesize_limit,
-                reply_to=reply_to,
-                send_status=send_status,
-            )
-        except Exception as exc:
-            await interaction.followup.send(friendly(exc), ephemeral=True)
-
-    @staticmethod
-    async def replied_attachments(message: discord.Message) -> list[discord.Attachment]:
-        """The attachments of the message this one replies to (same channel only)."""
-        ref = message.reference
-        if ref is None or ref.message_id is None or ref.channel_id != message.channel.id:
-            return []
-        replied = ref.resolved
-        if not isinstance(replied, discord.Message):
-            try:
-                replied = await message.channel.fetch_message(ref.message_id)
-            except discord.HTTPException:
-                return []
-        return list(replied.attachments)
-
-    # ------------------------------------------------------------------ shutdown
-
-    async def shutdown(self, grace: float = 15.0) -> None:
-        """Stop taking jobs, tell the owners of waiting ones, cancel running ones, wait a bit."""
-        waiting = self.scheduler.stop()
-        for ticket in waiting:
-            job = ticket.payload
-            assert isinstance(job, BotJob)
-            self.jobs.pop(job.id, None)
-            log.info("job %s: dropped at shutdown before it started", job.id)
-            if job.status is None:
+    async def resume(self) -> int:
+        """Take up every unfinished job of the journal, oldest first; returns how many."""
+        pruned = await asyncio.to_thread(self.journal.prune)
+        if pruned:
+            log.info("pruned %d old job record(s)", pruned)
+        jobs = self.journal.unfinished()
+        for job in jobs:
+            log.info("job %s: resuming (%s)", job.id, job.state)
+            if job.state == journal.PAINTED:
+                self._start_delivery(job, resumed=True)
                 continue
-            text = (
-                f"🛑 The bot is shutting down, so job `{job.id}` was not started. "
-                "Please send it again when I'm back."
-            )
-            await job.status.finish(text)
-            try:
-                await job.channel.send(
-                    f"<@{job.owner_id}> {text}",
-                    allowed_mentions=discord.AllowedMentions(users=True),
-                )
-            except discord.HTTPException as exc:
-                log.warning("job %s: telling the owner about the shutdown failed: %s", job.id, exc)
+            if job.status_id is not None:
+                self._attach_status(job)
+            self._queue(job, None)
+            self._ready[job.id].set()
+        for job_id, position in self.scheduler.queue.positions().items():
+            status = self._statuses.get(job_id)
+            if status is not None:
+                text = progress.queued_text(job_id, position, self._summary(self.jobs[job_id]))
+                status.show(f"{RESUMED}\n{text}", queued=True)
+        return len(jobs)
+
+    async def shutdown(self, grace: float = 20.0) -> None:
+        """Stop taking jobs; keep the waiting ones for the next start and say so; stop the
+        painting ones (they are repainted after the restart); let deliveries finish within
+        `grace`, after which the unfinished stay painted in the journal."""
+        deadline = time.monotonic() + grace
+        self._stopping = True
+        waiting = self.scheduler.stop()
+        pauses = []
+        for job in waiting:
+            log.info("job %s: kept for the next start", job.id)
+            if job.id in self._statuses:
+                pauses.append(self._finish_status(job, PAUSED))
         for job in list(self.jobs.values()):
-            await self.cancel(job, shutting_down=True)
-        try:
-            await asyncio.wait_for(self.scheduler.join(), timeout=grace)
-        except TimeoutError:
-            log.warning("running jobs did not end within %.0f s of shutdown", grace)
+            handle = self._handles.get(job.id)
+            if handle is not None:
+                await handle.cancel()
+        pending = [*pauses, self.scheduler.join()]
+        pending_tasks = [asyncio.ensure_future(c) for c in pending] + list(self._deliveries)
+        if pending_tasks:
+            _, late = await asyncio.wait(
+                pending_tasks, timeout=max(0.1, deadline - time.monotonic())
+            )
+            for task in late:
+                task.cancel()
+            if late:
+                log.warning("%d task(s) did not end within the shutdown grace", len(late))
+                await asyncio.gather(*late, return_exceptions=True)
+        await self.downloader.close()

@@ -71,6 +71,9 @@ class StyleRequest:
     preserve_colors: bool = False
     seed: int = 0
     iterations: int | None = None
+    # Also return the inputs at the result's size (PNG), e.g. for a chat front end that must
+    # carry them on the result message; made where the images are decoded, never by the caller.
+    input_copies: bool = False
 
     def __post_init__(self) -> None:
         if not self.styles:
@@ -116,6 +119,7 @@ class Result:
     iterations: int
     device: str
     losses: dict[str, float] = field(default_factory=dict)
+    inputs: tuple[bytes, ...] = ()  # with `input_copies`: the photo, then each style image
 
 
 @dataclass(frozen=True)

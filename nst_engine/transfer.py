@@ -184,7 +184,17 @@ def stylize(
         iterations=sum(s.steps for s in scales),
         device=str(dev),
         losses=losses,
+        inputs=_input_copies(content, style_list, out.size) if request.input_copies else (),
     )
+
+
+def _input_copies(
+    content: Image.Image, style_list: Sequence[StyleImage], size: tuple[int, int]
+) -> tuple[bytes, ...]:
+    """The photo and every style image (not the built-ins) as PNGs at the result's long side."""
+    long_side = max(size)
+    pictures = [content] + [s.image for s in style_list if s.builtin is None]
+    return tuple(images.encode(images.fit_long_side(p, long_side), "PNG") for p in pictures)
 
 
 def paint(

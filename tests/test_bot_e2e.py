@@ -12,6 +12,7 @@ import io
 import os
 import re
 import signal
+import tempfile
 import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -58,6 +59,8 @@ def settings(token: str, **overrides: Any) -> Settings:
         "status_interval": 0.2,
         "max_attachment_bytes": 300_000,
         "download_timeout": 10.0,
+        "download_hosts": ("127.0.0.1",),  # fakecord's CDN
+        "data_dir": tempfile.mkdtemp(prefix="stylebot-test-"),
     }
     return Settings(_env_file=None, **(values | overrides))  # type: ignore[call-arg]
 

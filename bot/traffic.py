@@ -1,0 +1,244 @@
+"""One budget per channel for everything the bot posts or edits there.
+
+Discord lets a bot make about 5 message creates and edits per 5 s in one channel. Every send
+and edit the bot makes in a channel goes through that channel's `Lane`: one request at a time,
+the most important first (results, then first answers, then progress of running jobs, then
+queue positions), and an edit still waiting is replaced by a newer one for the same message, so
+a busy channel sends the latest state rather than every state. The lane's model of the bucket
+is corrected from the X-RateLimit-* headers of every answer (`trace_config`), so it stays right
+when Discord's numbers differ from the defaults.
+
+Interaction responses and follow-ups are not channel traffic: they have their own budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+log = logging.getLogger(__name__)
+
+RESULT, ANSWER, PROGRESS, POSITION = range(4)
+DEFAULT_LIMIT = 5
+DEFAULT_WINDOW = 5.0
+# Message routes of a channel (creates, edits, deletes); reactions have buckets of their own.
+_MESSAGE_ROUTE = re.compile(r"/channels/(\d+)/messages(?:/\d+)?$")
+
+Send = Callable[[], Awaitable[Any]]
+
+
+class Budget:
+    """The channel's bucket as the bot believes it stands: `limit` requests per `window`.
+
+    Like Discord's, the window starts with the first request after a reset. Headers from real
+    answers overwrite the guess (`observe`).
+    """
+
+    def __init__(self, limit: int = DEFAULT_LIMIT, window: float = DEFAULT_WINDOW) -> None:
+        self.limit = limit
+        self.window = window
+        self.remaining = limit
+        self.reset_at: float | None = None  # monotonic; None: no window running
+
+    def _roll(self, now: float) -> None:
+        if self.reset_at is not None and now >= self.reset_at:
+            self.remaining = self.limit
+            self.reset_at = None
+
+    def available(self, now: float | None = None) -> int:
+        """Requests that can go now without waiting."""
+        self._roll(time.monotonic() if now is None else now)
+        return self.remaining
+
+    def delay(self, now: float | None = None) -> float:
+        """Seconds until a request may go (0 when it may go now)."""
+        now = time.monotonic() if now is None else now
+        self._roll(now)
+        if self.remaining > 0 or self.reset_at is None:
+            return 0.0
+        return max(0.0, self.reset_at - now)
+
+    def take(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        self._roll(now)
+        if self.reset_at is None:
+            self.reset_at = now + self.window
+        self.remaining = max(0, self.remaining - 1)
+
+    def observe(self, limit: int | None, remaining: int, reset_after: float) -> None:
+        """What Discord said in an answer's headers."""
+        if limit:
+            self.limit = limit
+        self.remaining = remaining
+        self.reset_at = time.monotonic() + reset_after
+
+
+@dataclass(order=True)
+class _Item:
+    priority: int
+    serial: int
+    key: Hashable | None = field(compare=False)
+    send: Send = field(compare=False)
+    future: asyncio.Future[Any] = field(compare=False)
+    dropped: bool = field(default=False, compare=False)
+
+
+class Lane:
+    """The queue of one channel: sends one request at a time when the budget allows."""
+
+    def __init__(self, budget: Budget, name: str = "-") -> None:
+        self.budget = budget
+        self.name = name
+        self._heap: list[_Item] = []
+        self._keyed: dict[Hashable, _Item] = {}
+        self._serial = itertools.count()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.busy = False
+
+    @property
+    def pending(self) -> int:
+        return sum(not item.dropped for item in self._heap)
+
+    def submit(self, priority: int, send: Send, key: Hashable | None = None) -> asyncio.Future[Any]:
+        """Queue `send()`; a pending request with the same `key` is replaced (its future then
+        resolves with this one's outcome)."""
+        loop = asyncio.get_running_loop()
+        old = self._keyed.pop(key, None) if key is not None else None
+        if old is not None:
+            old.dropped = True
+            future = old.future
+            priority = min(priority, old.priority)
+        else:
+            future = loop.create_future()
+        item = _Item(priority, next(self._serial), key, send, future)
+        heapq.heappush(self._heap, item)
+        if key is not None:
+            self._keyed[key] = item
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name=f"stylebot-lane-{self.name}")
+        return future
+
+    def _pop(self) -> _Item | None:
+        while self._heap:
+            item = heapq.heappop(self._heap)
+            if item.dropped:
+                continue
+            if item.key is not None and self._keyed.get(item.key) is item:
+                del self._keyed[item.key]
+            return item
+        return None
+
+    async def _run(self) -> None:
+        while True:
+            if not self.pending:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=30)
+                except TimeoutError:
+                    return  # idle: the next submit starts a new task
+                continue
+            delay = self.budget.delay()
+            if delay > 0:
+                await asyncio.sleep(delay)
+                continue
+            item = self._pop()
+            if item is None:
+                continue
+            self.budget.take()
+            self.busy = True
+            try:
+                result = await item.send()
+            except asyncio.CancelledError:
+                if not item.future.done():
+                    item.future.cancel()
+                raise
+            except Exception as exc:
+                if not item.future.done():
+                    item.future.set_exception(exc)
+                    item.future.exception()  # a fire-and-forget edit need not be awaited
+            else:
+                if not item.future.done():
+                    item.future.set_result(result)
+            finally:
+                self.busy = False
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        for item in self._heap:
+            if not item.future.done():
+                item.future.cancel()
+        self._heap.clear()
+        self._keyed.clear()
+
+
+class Traffic:
+    """The lanes of every channel the bot talks in."""
+
+    def __init__(self, limit: int = DEFAULT_LIMIT, window: float = DEFAULT_WINDOW) -> None:
+        self.limit = limit
+        self.window = window
+        self._lanes: dict[int, Lane] = {}
+
+    def lane(self, channel_id: int) -> Lane:
+        lane = self._lanes.get(channel_id)
+        if lane is None:
+            lane = self._lanes[channel_id] = Lane(Budget(self.limit, self.window), str(channel_id))
+        return lane
+
+    def send(
+        self, channel_id: int, priority: int, send: Send, key: Hashable | None = None
+    ) -> asyncio.Future[Any]:
+        """Queue a request in the channel's lane; await the future for its answer."""
+        return self.lane(channel_id).submit(priority, send, key)
+
+    def room(self, channel_id: int, spare: int = 2) -> bool:
+        """Whether the channel can take an optional message now and keep `spare` requests in
+        hand for results (nothing queued, the bucket not nearly empty)."""
+        lane = self.lane(channel_id)
+        return lane.pending == 0 and lane.budget.available() - int(lane.busy) >= spare
+
+    def observe(self, path: str, headers: Any) -> None:
+        """Correct a channel's budget from an answer's X-RateLimit-* headers."""
+        match = _MESSAGE_ROUTE.search(path)
+        if match is None:
+            return
+        lane = self._lanes.get(int(match[1]))
+        remaining, reset_after = (
+            headers.get("X-RateLimit-Remaining"),
+            headers.get("X-RateLimit-Reset-After"),
+        )
+        if lane is None or remaining is None or reset_after is None:
+            return
+        try:
+            limit = headers.get("X-RateLimit-Limit")
+            lane.budget.observe(int(limit) if limit else None, int(remaining), float(reset_after))
+        except ValueError:
+            log.debug("unreadable rate-limit headers on %s", path)
+
+    def trace_config(self) -> aiohttp.TraceConfig:
+        """An aiohttp trace that feeds every answer's headers to `observe` (give it to the
+        discord.py client as `http_trace`)."""
+
+        async def on_end(_: Any, __: Any, params: aiohttp.TraceRequestEndParams) -> None:
+            self.observe(params.url.path, params.response.headers)
+
+        trace = aiohttp.TraceConfig()
+        trace.on_request_end.append(on_end)
+        return trace
+
+    async def close(self) -> None:
+        await asyncio.gather(*(lane.close() for lane in self._lanes.values()))
+        self._lanes.clear()
