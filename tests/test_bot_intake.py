@@ -6,36 +6,31 @@ import asyncio
 import io
 
 import pytest
+from aiohttp import web
 from PIL import Image
 
-from bot.intake import IntakeLimits, check_attachment, pick, read_image
+from bot.intake import Downloader, IntakeLimits, check_attachment, pick
 from nst_engine.api import InputError
 
 
 class Upload:
-    """An attachment as intake sees it (the fields of `discord.Attachment` and `read()`)."""
+    """An attachment as intake sees it (the fields of `discord.Attachment`)."""
 
     def __init__(
         self,
-        data: bytes = b"",
+        url: str = "http://127.0.0.1:1/none",
         *,
         name: str = "photo.png",
-        size: int | None = None,
+        size: int = 1000,
         content_type: str | None = "image/png",
         width: int | None = None,
         height: int | None = None,
-        delay: float = 0.0,
     ) -> None:
+        self.url = url
         self.filename = name
-        self.size = len(data) if size is None else size
+        self.size = size
         self.content_type = content_type
         self.width, self.height = width, height
-        self._data = data
-        self._delay = delay
-
-    async def read(self) -> bytes:
-        await asyncio.sleep(self._delay)
-        return self._data
 
 
 def png(width: int = 64, height: int = 48) -> bytes:
@@ -44,7 +39,7 @@ def png(width: int = 64, height: int = 48) -> bytes:
     return out.getvalue()
 
 
-LIMITS = IntakeLimits(max_bytes=100_000, max_pixels=1_000_000, timeout=0.5)
+LIMITS = IntakeLimits(max_bytes=100_000, max_pixels=1_000_000, timeout=2.0, hosts=("127.0.0.1",))
 
 
 @pytest.mark.parametrize(
@@ -53,6 +48,7 @@ LIMITS = IntakeLimits(max_bytes=100_000, max_pixels=1_000_000, timeout=0.5)
         (Upload(name="big.png", size=200_000), "too big"),
         (Upload(name="notes.txt", size=10, content_type="text/plain"), "not an image"),
         (Upload(name="bomb.png", size=5000, width=20000, height=20000), "too many pixels"),
+        (Upload("https://evil.example/a.png", name="a.png"), "not stored on Discord's CDN"),
     ],
 )
 def test_metadata_refusals(att: Upload, message: str) -> None:
@@ -63,29 +59,102 @@ def test_metadata_refusals(att: Upload, message: str) -> None:
 def test_metadata_accepts_a_plain_image() -> None:
     check_attachment(Upload(size=5000, content_type="image/jpeg", width=640, height=480), LIMITS)
     check_attachment(Upload(size=5000, content_type=None), LIMITS)
+    cdn = IntakeLimits()
+    check_attachment(Upload("https://cdn.discordapp.com/attachments/1/2/a.png"), cdn)
+    with pytest.raises(InputError, match="CDN"):
+        check_attachment(Upload("http://127.0.0.1:1/a.png"), cdn)
 
 
-async def test_read_image_returns_the_bytes() -> None:
-    data = png()
-    assert await read_image(Upload(data), LIMITS) == data
+class Server:
+    """A real HTTP server on loopback with a few bodies, counting what it streamed."""
+
+    def __init__(self) -> None:
+        self.sent: dict[str, int] = {}
+        self.runner: web.AppRunner | None = None
+        self.base = ""
+
+    async def __aenter__(self) -> Server:
+        app = web.Application()
+        app.router.add_get("/png", self._png)
+        app.router.add_get("/endless", self._endless)
+        app.router.add_get("/slow", self._slow)
+        app.router.add_get("/redirect", self._redirect)
+        app.router.add_get("/garbage", self._garbage)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.base = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.runner is not None
+        await self.runner.cleanup()
+
+    async def _png(self, request: web.Request) -> web.Response:
+        return web.Response(body=png(), content_type="image/png")
+
+    async def _endless(self, request: web.Request) -> web.StreamResponse:
+        """200 MiB, chunked (no length), the way a lying server would send it."""
+        response = web.StreamResponse()
+        await response.prepare(request)
+        chunk = b"\0" * 65536
+        self.sent["endless"] = 0
+        try:
+            for _ in range(200 * 16):
+                await response.write(chunk)
+                self.sent["endless"] += len(chunk)
+        except (ConnectionError, RuntimeError):
+            pass
+        return response
+
+    async def _slow(self, request: web.Request) -> web.Response:
+        await asyncio.sleep(10)
+        return web.Response(body=png())
+
+    async def _redirect(self, request: web.Request) -> web.Response:
+        raise web.HTTPFound("https://evil.example/a.png")
+
+    async def _garbage(self, request: web.Request) -> web.Response:
+        return web.Response(body=b"GIF89a not really")
 
 
-async def test_read_image_checks_the_real_length() -> None:
-    big = png(400, 400) + b"\0" * 100_000
-    with pytest.raises(InputError, match="too big"):
-        await read_image(Upload(big, size=1000), LIMITS)
+async def test_downloads_stream_with_a_hard_cap_and_refuse_what_lies() -> None:
+    async with Server() as server:
+        downloader = Downloader(LIMITS)
+        try:
+            assert await downloader.read(Upload(f"{server.base}/png")) == png()
+            with pytest.raises(InputError, match="too big: more than"):
+                await downloader.read(Upload(f"{server.base}/endless", size=1000))
+            # reading stopped at the cap: the server got rid of no more than the socket buffers
+            # hold, far from the 200 MiB on offer
+            await asyncio.sleep(0.2)
+            assert server.sent["endless"] < 32 * 1024 * 1024
+            with pytest.raises(InputError, match="took longer"):
+                await downloader.read(Upload(f"{server.base}/slow"))
+            with pytest.raises(InputError, match="couldn't download"):
+                await downloader.read(Upload(f"{server.base}/redirect"))
+            with pytest.raises(InputError, match=r"photo\.png"):
+                await downloader.read(Upload(f"{server.base}/garbage"))
+        finally:
+            await downloader.close()
 
 
-async def test_read_image_times_out() -> None:
-    with pytest.raises(InputError, match="took longer"):
-        await read_image(Upload(png(), delay=5), LIMITS)
-
-
-async def test_read_image_refuses_garbage_and_bombs() -> None:
-    with pytest.raises(InputError, match=r"photo\.png"):
-        await read_image(Upload(b"GIF89a not really"), LIMITS)
-    with pytest.raises(InputError, match="too large"):
-        await read_image(Upload(png(1200, 1000)), LIMITS)
+async def test_downloads_run_a_few_at_a_time() -> None:
+    async with Server() as server:
+        downloader = Downloader(LIMITS, concurrency=2)
+        try:
+            started = asyncio.get_running_loop().time()
+            slow = [downloader.read(Upload(f"{server.base}/slow")) for _ in range(2)]
+            quick = downloader.read(Upload(f"{server.base}/png"))
+            results = await asyncio.gather(*slow, quick, return_exceptions=True)
+            assert all(isinstance(r, InputError) for r in results[:2])
+            # the quick one had to wait for a free slot: the two slow ones timing out
+            assert results[2] == png()
+            assert asyncio.get_running_loop().time() - started >= LIMITS.timeout
+        finally:
+            await downloader.close()
 
 
 def test_pick_photo_and_style() -> None:
