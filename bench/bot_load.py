@@ -1,13 +1,16 @@
-"""Load bench: N simulated users x M tiny draft jobs against the real bot and engine.
+"""Load bench: N simulated users x M tiny draft jobs against the real bot, on Discord's budget.
 
-    python -m bench.bot_load [--users 20] [--jobs 3] [--size 64] [--iterations 6] [--workers N]
-                             [--rate-limit 50/1]
+    python -m bench.bot_load [--users 50] [--jobs 3] [--channels 1] [--size 64]
+                             [--iterations 6] [--workers N] [--in-process]
 
-Runs on fakecord (the local Discord in tests/fakecord) with the real stylebot and its real
-ProcessPoolEngine. Every user posts M `!stylize` commands at once. Prints completed and lost
-jobs, p50/p99 time to the bot's first reply and to the result, the largest event-loop lag the
-bot's own lag monitor saw, and the order in which users' jobs completed (fairness: with
-round-robin scheduling every user gets a k-th result before anyone gets a (k+1)-th).
+Runs on fakecord (the local Discord in tests/fakecord) at Discord's own rate limits (5 message
+creates+edits per 5 s per channel, 50 requests/s in all). By default the bot runs in its own
+process, as in production (`python -m tests.botproc`), with its real ProcessPoolEngine; every
+user posts M `!stylize` commands at once, spread over the channels. Prints completed, lost and
+duplicated jobs; p50/p99 time to the first visible answer (a reply or a reaction) and to the
+result; the total painting time (from the bot's log) and what Discord's budget needs for the
+results alone, against the wall time; the largest event-loop lag the bot saw; fairness (the
+order users got their k-th result); and the traffic.
 """
 
 from __future__ import annotations
@@ -17,20 +20,27 @@ import asyncio
 import contextlib
 import io
 import logging
+import math
+import os
+import re
+import signal
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
 
-from bot.app import build_bot
-from bot.settings import Settings
 from nst_engine import styles
 from tests.fakecord import FakeDiscord, Message, User
 
-SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "chelsea.png"
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "samples" / "chelsea.png"
+PAINTED = re.compile(r"job \w+: painted in ([0-9.]+) s")
+LAG = re.compile(r"largest event-loop lag: (\d+) ms")
+REACTION = re.compile(r"/channels/\d+/messages/(\d+)/reactions/")
 
 
 @dataclass
@@ -39,9 +49,65 @@ class Job:
     index: int
     message: Message
     posted: float
-    first_reply: float | None = None
+    first_answer: float | None = None
     result: float | None = None
-    replies: list[Message] = field(default_factory=list)
+    results: int = 0
+
+
+@dataclass
+class Bot:
+    """The bot under load: in this process, or a child whose log is read afterwards."""
+
+    settings: dict[str, str]
+    in_process: bool
+    log_path: Path = field(default_factory=lambda: Path(tempfile.mkstemp(suffix=".log")[1]))
+    proc: asyncio.subprocess.Process | None = None
+    inner: object | None = None
+    task: asyncio.Task[None] | None = None
+
+    async def start(self, fake: FakeDiscord) -> None:
+        if self.in_process:
+            from bot.app import build_bot
+            from bot.settings import Settings
+
+            values = {k.removeprefix("STYLEBOT_").lower(): v for k, v in self.settings.items()}
+            handler = logging.FileHandler(self.log_path)
+            logging.getLogger("bot").addHandler(handler)
+            logging.getLogger("bot").setLevel(logging.INFO)
+            bot = build_bot(Settings(_env_file=None, discord_token=fake.token, **values))  # type: ignore[call-arg]
+            self.inner = bot
+            self.task = asyncio.create_task(bot.start(fake.token))
+            return
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STYLEBOT_")}
+        env.update(self.settings, DISCORD_TOKEN=fake.token, PYTHONPATH=str(ROOT))
+        with self.log_path.open("wb") as out:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "tests.botproc",
+                fake.url,
+                env=env,
+                cwd=ROOT,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+            )
+
+    async def stop(self) -> None:
+        if self.inner is not None:
+            await self.inner.close()  # type: ignore[attr-defined]
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task  # type: ignore[misc]
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), 60)
+            except TimeoutError:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                await self.proc.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
 
 
 def tiny_photo(long_side: int) -> bytes:
@@ -73,71 +139,89 @@ def overtakes(order: list[int], users: int) -> int:
 async def run(args: argparse.Namespace) -> int:
     photo = tiny_photo(args.size * 2)
     style_names = styles.names()
-    count, _, window = args.rate_limit.partition("/")
-    async with FakeDiscord(rate_limit=(int(count), float(window or 1))) as fake:
-        settings = Settings(
-            _env_file=None,  # type: ignore[call-arg]
-            discord_token=fake.token,
-            workers=args.workers,
-            default_quality="draft",
-            default_size=args.size,
-            max_iterations=args.iterations,
-            user_running=1,
-            user_waiting=args.jobs - 1,
-            guild_jobs=args.users * args.jobs,
-            total_jobs=args.users * args.jobs,
-            status_interval=1.0,
-        )
-        bot = build_bot(settings)
-        await bot.login(fake.token)
-        runner = asyncio.create_task(bot.connect(reconnect=True))
+    settings = {
+        "STYLEBOT_DOWNLOAD_HOSTS": "127.0.0.1",
+        "STYLEBOT_DATA_DIR": tempfile.mkdtemp(prefix="stylebot-bench-"),
+        "STYLEBOT_DEFAULT_QUALITY": "draft",
+        "STYLEBOT_DEFAULT_SIZE": str(args.size),
+        "STYLEBOT_MAX_ITERATIONS": str(args.iterations),
+        "STYLEBOT_USER_RUNNING": "1",
+        "STYLEBOT_USER_WAITING": str(args.jobs - 1),
+        "STYLEBOT_GUILD_JOBS": str(args.users * args.jobs),
+        "STYLEBOT_TOTAL_JOBS": str(args.users * args.jobs),
+        "STYLEBOT_STATUS_INTERVAL": "3",
+        "STYLEBOT_DEVICES": "cpu",
+        "STYLEBOT_LOG_LEVEL": "INFO",
+    }
+    if args.workers:
+        settings["STYLEBOT_WORKERS"] = str(args.workers)
+    bot = Bot(settings, args.in_process)
+    async with FakeDiscord() as fake:
+        channels = list(fake.guild.channels)
+        while len(channels) < args.channels:
+            channels += fake.add_guild(f"server {len(channels)}").channels
+        channels = channels[: args.channels]
+        await bot.start(fake)
         try:
-            await asyncio.wait_for(bot.wait_until_ready(), 300)
-            workers = bot.engine.stats().workers if bot.engine is not None else 0
             users: list[User] = [fake.add_user(f"user{u:02d}") for u in range(args.users)]
-            bot.lag_monitor.reset()
+            probe = await fake.post(users[0], "!help", channel=channels[0])
+            await fake.wait_for(lambda: fake.replies_to(probe), 300)  # the bot is up
+            await asyncio.sleep(5)  # let the probe's budget window pass
             jobs: list[Job] = []
+            by_message: dict[int, Job] = {}
             completions: list[int] = []
 
             def watch(kind: str, message: Message) -> None:
                 if kind != "create" or message.reference is None:
                     return
-                for job in jobs:
-                    if message.reference is not job.message:
-                        continue
-                    now = time.monotonic()
-                    job.replies.append(message)
-                    if job.first_reply is None:
-                        job.first_reply = now
-                    elif job.result is None and any(f.width for f in message.files):
+                job = by_message.get(message.reference.id)
+                if job is None:
+                    return
+                now = time.monotonic()
+                if job.first_answer is None:
+                    job.first_answer = now
+                if (
+                    any(f.width for f in message.files)
+                    and "here is your painting" in message.content
+                ):
+                    job.results += 1
+                    if job.result is None:
                         job.result = now
                         completions.append(job.user)
 
             fake.listen(watch)
+            requests_before = len(fake.requests)
             started = time.monotonic()
             for index in range(args.jobs):
                 for u, user in enumerate(users):
                     style = style_names[(u + index) % len(style_names)]
-                    text = f"!stylize {style} seed={index}"
-                    message = await fake.post(user, text, files=[("photo.png", photo)])
-                    jobs.append(Job(u, index, message, time.monotonic()))
+                    channel = channels[u % len(channels)]
+                    message = await fake.post(
+                        user,
+                        f"!stylize {style} seed={index}",
+                        files=[("photo.png", photo)],
+                        channel=channel,
+                    )
+                    job = Job(u, index, message, time.monotonic())
+                    jobs.append(job)
+                    by_message[message.id] = job
             ticker = asyncio.create_task(progress(jobs, started))
             with contextlib.suppress(TimeoutError):  # what is missing is reported as lost
                 await fake.wait_for(lambda: all(j.result for j in jobs), args.timeout)
             ticker.cancel()
             elapsed = time.monotonic() - started
-            report(args, jobs, completions, elapsed, bot.lag_monitor.max_lag, workers)
-            statuses = [r.status for r in fake.requests if r.at >= started]
-            edits = sum(len(m.edits) for m in fake.bot_messages())
-            print(
-                f"REST requests {len(statuses)} ({statuses.count(429)} answered 429), "
-                f"message edits {edits}"
-            )
-            return 0 if all(j.result for j in jobs) else 1
+            await asyncio.sleep(3)  # a duplicate would show up now
+            requests = fake.requests[requests_before:]
+            for record in requests:  # a reaction on the command is a visible answer too
+                match = REACTION.search(record.path)
+                job = by_message.get(int(match[1])) if match else None
+                if job is not None and record.status < 300:
+                    first = job.first_answer
+                    job.first_answer = record.at if first is None else min(first, record.at)
         finally:
-            await bot.close()
-            with contextlib.suppress(asyncio.CancelledError):
-                await runner
+            await bot.stop()
+        report(args, jobs, completions, elapsed, bot.log(), requests, fake)
+        return 0 if all(j.result for j in jobs) and all(j.results == 1 for j in jobs) else 1
 
 
 async def progress(jobs: list[Job], started: float, every: float = 15.0) -> None:
@@ -154,20 +238,35 @@ def report(
     jobs: list[Job],
     completions: list[int],
     elapsed: float,
-    max_lag: float,
-    workers: int,
+    bot_log: str,
+    requests: list,
+    fake: FakeDiscord,
 ) -> None:
-    first = [j.first_reply - j.posted for j in jobs if j.first_reply is not None]
+    first = [j.first_answer - j.posted for j in jobs if j.first_answer is not None]
     done = [j.result - j.posted for j in jobs if j.result is not None]
     lost = [j for j in jobs if j.result is None]
+    duplicated = [j for j in jobs if j.results > 1]
+    painting = sum(float(m) for m in PAINTED.findall(bot_log))
+    workers = args.workers or 1
+    per_channel = math.ceil(len(jobs) / args.channels)
+    budget = per_channel  # Discord: 5 creates+edits per 5 s per channel = 1 result/s
+    lag = LAG.findall(bot_log)
+    where = "in this process" if args.in_process else "in its own process"
     print(
-        f"bot_load: {args.users} users x {args.jobs} jobs, {args.size} px draft, "
-        f"{args.iterations} iterations, {workers} engine worker(s), "
-        f"rate limit {args.rate_limit} per bucket"
+        f"bot_load: {args.users} users x {args.jobs} jobs in {args.channels} channel(s), "
+        f"{args.size} px draft, {args.iterations} iterations, bot {where}, Discord's budget"
     )
-    print(f"completed {len(done)}/{len(jobs)}, lost {len(lost)}, wall {elapsed:.1f} s")
     print(
-        f"first reply  p50 {percentile(first, 50) * 1000:.0f} ms, "
+        f"completed {len(done)}/{len(jobs)}, lost {len(lost)}, duplicated {len(duplicated)}, "
+        f"wall {elapsed:.1f} s"
+    )
+    print(
+        f"painting {painting:.1f} s of work on {workers} worker(s); results alone need "
+        f"{budget} s of the busiest channel's budget; "
+        f"wall / (painting / workers + budget) = {elapsed / (painting / workers + budget):.2f}"
+    )
+    print(
+        f"first answer p50 {percentile(first, 50) * 1000:.0f} ms, "
         f"p99 {percentile(first, 99) * 1000:.0f} ms, max {max(first, default=0) * 1000:.0f} ms"
     )
     if done:
@@ -175,27 +274,30 @@ def report(
             f"result       p50 {percentile(done, 50):.1f} s, p99 {percentile(done, 99):.1f} s, "
             f"mean {statistics.fmean(done):.1f} s"
         )
-    print(f"largest event-loop lag in the bot: {max_lag * 1000:.0f} ms")
-    print(f"completion order (user numbers): {' '.join(f'{u:02d}' for u in completions)}")
+    print(f"largest event-loop lag in the bot: {lag[-1] if lag else '?'} ms")
     print(f"fairness: {overtakes(completions, args.users)} overtakes (0 = strict round-robin)")
-    for job in lost:
+    statuses = [r.status for r in requests]
+    posts = sum(1 for r in requests if r.method == "POST" and r.route.endswith("/messages"))
+    edits = sum(1 for r in requests if r.method == "PATCH" and "/messages/" in r.route)
+    print(
+        f"REST requests {len(statuses)} ({statuses.count(429)} answered 429): "
+        f"{posts} message creates, {edits} edits"
+    )
+    for job in lost[:10]:
         print(f"lost: user{job.user:02d} job {job.index}: {job.message.content!r}")
-        for reply in job.replies:
-            print(f"    bot said: {' '.join(reply.content.split())[:160]!r}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--users", type=int, default=20)
+    parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--jobs", type=int, default=3)
+    parser.add_argument("--channels", type=int, default=1, help="spread users over N channels")
     parser.add_argument("--size", type=int, default=64, help="long side of the result, px")
     parser.add_argument("--iterations", type=int, default=6, help="optimisation steps per job")
     parser.add_argument("--workers", type=int, default=None, help="engine workers (auto)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for all")
     parser.add_argument(
-        "--rate-limit",
-        default="50/1",
-        help="REST requests per bucket per window, N/SECONDS (Discord's message routes: 5/5)",
+        "--in-process", action="store_true", help="run the bot in this process (not as deployed)"
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -150,6 +150,7 @@ class StyleBot(commands.Bot):
                 if self.journal is not None:
                     self.journal.close()
                 await self.lag_monitor.stop()
+                log.info("largest event-loop lag: %.0f ms", self.lag_monitor.max_lag * 1000)
         await super().close()
 
 

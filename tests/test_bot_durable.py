@@ -1,0 +1,197 @@
+"""Jobs that survive: the real bot in its own process on fakecord (Discord's budget), killed with
+SIGKILL or stopped with SIGTERM and started again on the same data dir; and deliveries that
+Discord half-accepts, refuses for a while, or cuts off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakecord import FakeDiscord, Message, User
+from tests.test_bot_e2e import PHOTO, engine, paintings_for, running_bot
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+__all__ = ["engine"]  # the shared painter fixture
+
+ROOT = Path(__file__).resolve().parent.parent
+WAIT = 120.0
+JOB_ID = re.compile(r"Job `([0-9a-f]+)`")
+
+
+def bot_env(discord: FakeDiscord, data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("STYLEBOT_") and key != "DISCORD_TOKEN"
+    }
+    env.update(
+        {
+            "PYTHONPATH": str(ROOT),
+            "DISCORD_TOKEN": discord.token,
+            "STYLEBOT_DATA_DIR": str(data_dir),
+            "STYLEBOT_DOWNLOAD_HOSTS": "127.0.0.1",
+            "STYLEBOT_DEFAULT_SIZE": "64",
+            "STYLEBOT_MAX_SIZE": "128",
+            "STYLEBOT_DEFAULT_QUALITY": "draft",
+            "STYLEBOT_MAX_ITERATIONS": "40",
+            "STYLEBOT_STATUS_INTERVAL": "1",
+            "STYLEBOT_WORKERS": "1",
+            "STYLEBOT_DEVICES": "cpu",
+            "STYLEBOT_LOG_LEVEL": "INFO",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+@contextlib.asynccontextmanager
+async def bot_process(
+    discord: FakeDiscord, data_dir: Path, log: Path, **extra: str
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`stylebot` in a process group of its own; killed (group and all) if still running."""
+    identified = discord.gateway_ops.count("IDENTIFY")
+    with log.open("ab") as out:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.botproc",
+            discord.url,
+            env=bot_env(discord, data_dir, **extra),
+            cwd=ROOT,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+        )
+    try:
+        await discord.wait_for(lambda: discord.gateway_ops.count("IDENTIFY") > identified, WAIT)
+        yield proc
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+
+
+def status_of(discord: FakeDiscord, message: Message) -> Message | None:
+    for m in discord.replies_to(message):
+        if m.author.id == discord.bot_user.id and JOB_ID.search(m.revisions[0].content):
+            return m
+    return None
+
+
+async def post_jobs(discord: FakeDiscord, count: int) -> list[tuple[User, Message]]:
+    asks = []
+    for i in range(count):
+        user = discord.add_user(f"user{i}")
+        asks.append((user, await discord.post(user, "!stylize udnie", files=[("cat.png", PHOTO)])))
+    return asks
+
+
+async def all_delivered_once(discord: FakeDiscord, asks: list[tuple[User, Message]]) -> None:
+    await discord.wait_for(lambda: all(paintings_for(discord, u) for u, _ in asks), WAIT)
+    await asyncio.sleep(2)  # room for a duplicate to show up, if there were one
+    for user, msg in asks:
+        assert len(paintings_for(discord, user)) == 1, f"{user.name} got a duplicate"
+        assert paintings_for(discord, user)[0].reference is msg
+
+
+async def statuses_end_done(discord: FakeDiscord, asks: list[tuple[User, Message]]) -> None:
+    def done() -> bool:
+        statuses = [status_of(discord, msg) for _, msg in asks]
+        return all(s is not None and "is done" in s.content for s in statuses)
+
+    await discord.wait_for(done, WAIT)
+
+
+async def test_kill_9_mid_paint_then_restart_delivers_every_job_once(tmp_path: Path) -> None:
+    log = tmp_path / "bot.log"
+    async with FakeDiscord() as discord:
+        async with bot_process(discord, tmp_path / "data", log) as proc:
+            asks = await post_jobs(discord, 3)
+            # one paints, two wait, each with its status message
+            await discord.wait_for(
+                lambda: all(status_of(discord, m) for _, m in asks)
+                and "painting" in status_of(discord, asks[0][1]).content,  # type: ignore[union-attr]
+                WAIT,
+            )
+            assert not any(paintings_for(discord, u) for u, _ in asks)
+            os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+        async with bot_process(discord, tmp_path / "data", log):
+            await all_delivered_once(discord, asks)
+            await statuses_end_done(discord, asks)
+            resumed = [status_of(discord, m) for _, m in asks]
+            assert all(
+                any("Resumed after a restart" in r.content for r in s.revisions)  # type: ignore[union-attr]
+                for s in resumed
+            )
+
+
+async def test_sigterm_keeps_waiting_jobs_for_the_next_start(tmp_path: Path) -> None:
+    log = tmp_path / "bot.log"
+    async with FakeDiscord() as discord:
+        async with bot_process(discord, tmp_path / "data", log) as proc:
+            asks = await post_jobs(discord, 3)
+            await discord.wait_for(lambda: all(status_of(discord, m) for _, m in asks), WAIT)
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 30) == 0
+        paused = [status_of(discord, m) for _, m in asks if not paintings_for(discord, _)]
+        assert paused and all("Paused" in s.content for s in paused)  # type: ignore[union-attr]
+        async with bot_process(discord, tmp_path / "data", log):
+            await all_delivered_once(discord, asks)
+            await statuses_end_done(discord, asks)
+
+
+# ---------------------------------------------------------------- deliveries Discord fumbles
+
+
+async def test_a_result_created_but_answered_500_is_posted_once(engine: Any) -> None:
+    async with FakeDiscord() as discord, running_bot(discord, engine, max_iterations=30):
+        [(user, msg)] = await post_jobs(discord, 1)
+        await discord.wait_for(lambda: status_of(discord, msg), WAIT)
+        discord.fail_next("POST /channels/{channel_id}/messages", status=500, after_commit=True)
+        await all_delivered_once(discord, [(user, msg)])
+        assert any(r.status == 500 for r in discord.requests)
+
+
+async def test_a_connection_reset_during_delivery_is_retried_once(engine: Any) -> None:
+    async with FakeDiscord() as discord, running_bot(discord, engine, max_iterations=30):
+        [(user, msg)] = await post_jobs(discord, 1)
+        await discord.wait_for(lambda: status_of(discord, msg), WAIT)
+        discord.fail_next("POST /channels/{channel_id}/messages", reset=True)
+        await all_delivered_once(discord, [(user, msg)])
+
+
+async def test_a_failing_upload_tells_the_owner_and_never_idles_the_painter(engine: Any) -> None:
+    async with (
+        FakeDiscord() as discord,
+        running_bot(discord, engine, max_iterations=30, upload_attempts=3) as bot,
+    ):
+        asks = await post_jobs(discord, 2)
+        await discord.wait_for(lambda: all(status_of(discord, m) for _, m in asks), WAIT)
+        first, second = (status_of(discord, m) for _, m in asks)
+        assert first is not None and second is not None
+        discord.fail_next("POST /channels/{channel_id}/messages", status=503, count=1000)
+        failed = await discord.wait_for(
+            lambda: "upload" in first.content and "kept failing" in first.content, WAIT
+        )
+        assert failed
+        # while the first job's upload was being retried, the second job was painting
+        told = next(r.at for r in first.revisions if "kept failing" in r.content)
+        painting = [r.at for r in second.revisions if "painting" in r.content]
+        assert painting and min(painting) < told
+        discord.failures.clear()
+        await discord.wait_for(lambda: paintings_for(discord, asks[1][0]), WAIT)
+        assert not paintings_for(discord, asks[0][0])
+        assert not bot.studio.jobs
