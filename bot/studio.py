@@ -354,19 +354,23 @@ class Studio:
             else None
         )
         # Input copies share the message with the result: each file within the per-file limit,
-        # all of them within Discord's total per message.
+        # all of them within Discord's total per message; refitted when a 413 lowers the limit.
         per_file = min(job.upload_limit, delivery.MESSAGE_TOTAL // (1 + len(copies)))
-        fitted = [
-            await asyncio.to_thread(delivery.fit, data, per_file, stem=name.removesuffix(".png"))
-            for name, data in copies.items()
-        ]
+        fitted: list[delivery.Encoded] = []
 
         async def send(encoded: delivery.Encoded, limit: int) -> discord.Message:
-            files = [discord.File(io.BytesIO(encoded.data), filename=encoded.filename)]
-            files += [discord.File(io.BytesIO(c.data), filename=c.filename) for c in fitted]
+            if len(fitted) < len(copies) or any(len(c.data) > limit for c in fitted):
+                fitted[:] = [
+                    await asyncio.to_thread(
+                        delivery.fit, data, limit, stem=name.removesuffix(".png")
+                    )
+                    for name, data in copies.items()
+                ]
             note = f" · {encoded.note}" if encoded.note else ""
 
             def post() -> Coroutine[Any, Any, discord.Message]:
+                files = [discord.File(io.BytesIO(encoded.data), filename=encoded.filename)]
+                files += [discord.File(io.BytesIO(c.data), filename=c.filename) for c in fitted]
                 return channel.send(
                     header + note,
                     files=files,
@@ -376,8 +380,6 @@ class Studio:
                     nonce=nonce_of(job),
                 )
 
-            for f in files:
-                f.reset()
             return await self.traffic.send(job.channel_id, RESULT, post)
 
         message, _ = await delivery.send_fitted(

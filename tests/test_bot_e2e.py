@@ -24,6 +24,7 @@ from PIL import Image
 
 from bot.__main__ import serve
 from bot.app import StyleBot, build_bot
+from bot.journal import Journal
 from bot.settings import Settings
 from nst_engine import images
 from nst_engine.api import StyleRequest, StyleSource
@@ -191,8 +192,9 @@ async def test_slash_stylize_with_attachment_options_and_autocomplete(world) -> 
     assert "udnie" in result.content and "strength 0.5" in result.content
     # The inputs ride along so the buttons can re-run the job after a restart.
     assert [f.filename for f in result.files] == ["stylized.png", "photo.png"]
-    assert interaction.deferred
-    status = interaction.messages[0]
+    assert interaction.deferred and interaction.ephemeral  # errors would stay private
+    status = interaction.messages[1]  # the public status is a follow-up
+    assert not status.ephemeral and "udnie" in status.revisions[0].content
     assert result.reference is status
     await discord.wait_for(lambda: "is done" in status.content, WAIT)
 
@@ -470,7 +472,7 @@ async def test_cancel_waiting_and_running_jobs(engine) -> None:
         await discord.wait_for(lambda: refused.responded)
         assert refused.ephemeral and "Only the person" in refused.response.data["content"]
         await discord.click(olga, running, cancel_id)
-        await discord.wait_for(lambda: "was cancelled (on request)" in running.content, WAIT)
+        await discord.wait_for(lambda: "was cancelled" in running.content, WAIT)
         assert running.files == []  # the last edit drops the preview
 
         _, petes, petes_id = await ask(discord, pete, "!stylize udnie")
@@ -480,19 +482,20 @@ async def test_cancel_waiting_and_running_jobs(engine) -> None:
         assert_no_traceback(discord)
 
 
-async def test_shutdown_tells_the_owners_of_queued_jobs(engine) -> None:
-    async with FakeDiscord() as discord, running_bot(discord, engine, max_iterations=LONG) as bot:
-        quin, rose, sam = (discord.add_user(n) for n in ("quin", "rose", "sam"))
-        _, running, _ = await ask(discord, quin, "!stylize udnie")
-        _, rose_status, rose_job = await ask(discord, rose, "!stylize udnie")
-        _, sam_status, _ = await ask(discord, sam, "!stylize udnie")
-        await discord.wait_for(lambda: "is painting" in running.content, WAIT)
-        await bot.close()
-        assert "not started" in rose_status.content and "not started" in sam_status.content
-        assert "shutting down" in running.content
-        told = [m for m in discord.bot_messages() if m.content.startswith(f"<@{rose.id}> 🛑")]
-        assert len(told) == 1 and rose_job in told[0].content
-        assert not bot.studio.jobs
+async def test_shutdown_pauses_jobs_for_the_next_start(engine) -> None:
+    async with FakeDiscord() as discord:
+        async with running_bot(discord, engine, max_iterations=LONG) as bot:
+            quin, rose, sam = (discord.add_user(n) for n in ("quin", "rose", "sam"))
+            _, running, _ = await ask(discord, quin, "!stylize udnie")
+            _, rose_status, rose_job = await ask(discord, rose, "!stylize udnie")
+            _, sam_status, _ = await ask(discord, sam, "!stylize udnie")
+            await discord.wait_for(lambda: "is painting" in running.content, WAIT)
+            data_dir = bot.settings.data_dir
+        for status in (running, rose_status, sam_status):
+            assert "Paused" in status.content and "back after the restart" in status.content
+            assert status.components == []
+        unfinished = Journal(data_dir).unfinished()
+        assert len(unfinished) == 3 and rose_job in {job.id for job in unfinished}
         assert_no_traceback(discord)
 
 

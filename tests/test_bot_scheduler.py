@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 import pytest
-
-from dataclasses import dataclass
 
 from bot.scheduler import CapExceeded, FairQueue, Limits, Scheduler
 
