@@ -109,6 +109,11 @@ class Lane:
     def pending(self) -> int:
         return sum(not item.dropped for item in self._heap)
 
+    @property
+    def urgent(self) -> int:
+        """Pending results and first answers (edits of progress can wait or be coalesced)."""
+        return sum(not item.dropped and item.priority <= ANSWER for item in self._heap)
+
     def submit(self, priority: int, send: Send, key: Hashable | None = None) -> asyncio.Future[Any]:
         """Queue `send()`; a pending request with the same `key` is replaced (its future then
         resolves with this one's outcome)."""
@@ -204,11 +209,11 @@ class Traffic:
         """Queue a request in the channel's lane; await the future for its answer."""
         return self.lane(channel_id).submit(priority, send, key)
 
-    def room(self, channel_id: int, spare: int = 2) -> bool:
-        """Whether the channel can take an optional message now and keep `spare` requests in
-        hand for results (nothing queued, the bucket not nearly empty)."""
+    def room(self, channel_id: int, spare: int = 1) -> bool:
+        """Whether the channel can take an optional message now and still keep `spare`
+        requests of this window for results: nothing urgent waits, the bucket is not empty."""
         lane = self.lane(channel_id)
-        return lane.pending == 0 and lane.budget.available() - int(lane.busy) >= spare
+        return lane.budget.available() - lane.urgent - int(lane.busy) > spare
 
     def observe(self, path: str, headers: Any) -> None:
         """Correct a channel's budget from an answer's X-RateLimit-* headers."""

@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
+from nst_engine.api import StyleRequest, StyleSource
 from tests.fakecord import FakeDiscord, Message, User
-from tests.test_bot_e2e import PHOTO, engine, paintings_for, running_bot
+from tests.test_bot_e2e import LONG, PHOTO, engine, paintings_for, running_bot
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -44,7 +45,7 @@ def bot_env(discord: FakeDiscord, data_dir: Path, **extra: str) -> dict[str, str
             "STYLEBOT_DEFAULT_SIZE": "64",
             "STYLEBOT_MAX_SIZE": "128",
             "STYLEBOT_DEFAULT_QUALITY": "draft",
-            "STYLEBOT_MAX_ITERATIONS": "40",
+            "STYLEBOT_MAX_ITERATIONS": "5",
             "STYLEBOT_STATUS_INTERVAL": "1",
             "STYLEBOT_WORKERS": "1",
             "STYLEBOT_DEVICES": "cpu",
@@ -117,14 +118,19 @@ async def statuses_end_done(discord: FakeDiscord, asks: list[tuple[User, Message
 async def test_kill_9_mid_paint_then_restart_delivers_every_job_once(tmp_path: Path) -> None:
     log = tmp_path / "bot.log"
     async with FakeDiscord() as discord:
-        async with bot_process(discord, tmp_path / "data", log) as proc:
+        # The first bot paints for ever, so the kill surely lands mid-paint on any machine.
+        endless = {"STYLEBOT_MAX_ITERATIONS": "100000"}
+        async with bot_process(discord, tmp_path / "data", log, **endless) as proc:
             asks = await post_jobs(discord, 3)
             # one paints, two wait, each with its status message
-            await discord.wait_for(
-                lambda: all(status_of(discord, m) for _, m in asks)
-                and "painting" in status_of(discord, asks[0][1]).content,  # type: ignore[union-attr]
+            statuses = await discord.wait_for(
+                lambda: (
+                    all(status_of(discord, m) for _, m in asks)
+                    and [status_of(discord, m) for _, m in asks]
+                ),
                 WAIT,
             )
+            await discord.wait_for(lambda: any("painting" in s.content for s in statuses), WAIT)
             assert not any(paintings_for(discord, u) for u, _ in asks)
             os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
@@ -141,13 +147,14 @@ async def test_kill_9_mid_paint_then_restart_delivers_every_job_once(tmp_path: P
 async def test_sigterm_keeps_waiting_jobs_for_the_next_start(tmp_path: Path) -> None:
     log = tmp_path / "bot.log"
     async with FakeDiscord() as discord:
-        async with bot_process(discord, tmp_path / "data", log) as proc:
+        endless = {"STYLEBOT_MAX_ITERATIONS": "100000"}
+        async with bot_process(discord, tmp_path / "data", log, **endless) as proc:
             asks = await post_jobs(discord, 3)
             await discord.wait_for(lambda: all(status_of(discord, m) for _, m in asks), WAIT)
             proc.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(proc.wait(), 30) == 0
-        paused = [status_of(discord, m) for _, m in asks if not paintings_for(discord, _)]
-        assert paused and all("Paused" in s.content for s in paused)  # type: ignore[union-attr]
+        paused = [status_of(discord, m) for _, m in asks]
+        assert all("Paused" in s.content for s in paused)  # type: ignore[union-attr]
         async with bot_process(discord, tmp_path / "data", log):
             await all_delivered_once(discord, asks)
             await statuses_end_done(discord, asks)
@@ -156,42 +163,58 @@ async def test_sigterm_keeps_waiting_jobs_for_the_next_start(tmp_path: Path) -> 
 # ---------------------------------------------------------------- deliveries Discord fumbles
 
 
+@contextlib.asynccontextmanager
+async def painter_held(engine: Any) -> AsyncIterator[None]:
+    """Keep the only painter busy, so jobs posted meanwhile wait until the block ends."""
+    blocker = await engine.submit(
+        StyleRequest(content=PHOTO, styles=(StyleSource(name="udnie"),), size=64, iterations=LONG)
+    )
+    try:
+        yield
+    finally:
+        await blocker.cancel()
+
+
 async def test_a_result_created_but_answered_500_is_posted_once(engine: Any) -> None:
-    async with FakeDiscord() as discord, running_bot(discord, engine, max_iterations=30):
-        [(user, msg)] = await post_jobs(discord, 1)
-        await discord.wait_for(lambda: status_of(discord, msg), WAIT)
-        discord.fail_next("POST /channels/{channel_id}/messages", status=500, after_commit=True)
+    async with FakeDiscord() as discord, running_bot(discord, engine, max_iterations=5):
+        async with painter_held(engine):
+            [(user, msg)] = await post_jobs(discord, 1)
+            await discord.wait_for(lambda: status_of(discord, msg), WAIT)
+            # the next message the bot creates is the result: Discord makes it, then says 500
+            discord.fail_next("POST /channels/{channel_id}/messages", status=500, after_commit=True)
         await all_delivered_once(discord, [(user, msg)])
         assert any(r.status == 500 for r in discord.requests)
 
 
 async def test_a_connection_reset_during_delivery_is_retried_once(engine: Any) -> None:
-    async with FakeDiscord() as discord, running_bot(discord, engine, max_iterations=30):
-        [(user, msg)] = await post_jobs(discord, 1)
-        await discord.wait_for(lambda: status_of(discord, msg), WAIT)
-        discord.fail_next("POST /channels/{channel_id}/messages", reset=True)
+    async with FakeDiscord() as discord, running_bot(discord, engine, max_iterations=5):
+        async with painter_held(engine):
+            [(user, msg)] = await post_jobs(discord, 1)
+            await discord.wait_for(lambda: status_of(discord, msg), WAIT)
+            discord.fail_next("POST /channels/{channel_id}/messages", reset=True, after_commit=True)
         await all_delivered_once(discord, [(user, msg)])
 
 
 async def test_a_failing_upload_tells_the_owner_and_never_idles_the_painter(engine: Any) -> None:
     async with (
         FakeDiscord() as discord,
-        running_bot(discord, engine, max_iterations=30, upload_attempts=3) as bot,
+        running_bot(discord, engine, max_iterations=5, upload_attempts=3) as bot,
     ):
-        asks = await post_jobs(discord, 2)
-        await discord.wait_for(lambda: all(status_of(discord, m) for _, m in asks), WAIT)
-        first, second = (status_of(discord, m) for _, m in asks)
-        assert first is not None and second is not None
-        discord.fail_next("POST /channels/{channel_id}/messages", status=503, count=1000)
-        failed = await discord.wait_for(
-            lambda: "upload" in first.content and "kept failing" in first.content, WAIT
-        )
-        assert failed
+        async with painter_held(engine):
+            asks = await post_jobs(discord, 2)
+            await discord.wait_for(lambda: all(status_of(discord, m) for _, m in asks), WAIT)
+            first, second = (status_of(discord, m) for _, m in asks)
+            assert first is not None and second is not None
+            discord.fail_next("POST /channels/{channel_id}/messages", status=503, count=1000)
+        await discord.wait_for(lambda: "kept failing" in first.content, WAIT)
+        assert "upload" in first.content
         # while the first job's upload was being retried, the second job was painting
         told = next(r.at for r in first.revisions if "kept failing" in r.content)
-        painting = [r.at for r in second.revisions if "painting" in r.content]
+        painting = [
+            r.at for r in second.revisions if "starting" in r.content or "painting" in r.content
+        ]
         assert painting and min(painting) < told
         discord.failures.clear()
         await discord.wait_for(lambda: paintings_for(discord, asks[1][0]), WAIT)
         assert not paintings_for(discord, asks[0][0])
-        assert not bot.studio.jobs
+        await discord.wait_for(lambda: not bot.studio.jobs, WAIT)
