@@ -107,12 +107,16 @@ Behaviour worth knowing
 
 from .emulator import FakeDiscord
 from .interactions import Callback, Interaction
-from .server import Failure, RequestRecord
+from .server import DISCORD, RELAXED, Budget, Exchange, Failure, RequestRecord
 from .state import Channel, Guild, Message, Revision, StoredFile, User
 
 __all__ = [
+    "DISCORD",
+    "RELAXED",
+    "Budget",
     "Callback",
     "Channel",
+    "Exchange",
     "Failure",
     "FakeDiscord",
     "Guild",

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from . import interactions as ix
 from .gateway import MESSAGE_CONTENT_INTENT, PRIVILEGED_INTENTS, Gateway
-from .server import ROUTES, Failure, RequestRecord, build_app
+from .server import DISCORD, ROUTES, Budget, Exchange, Failure, RequestRecord, build_app
 from .state import (
     ADMINISTRATOR,
     MEMBER_PERMISSIONS,
@@ -57,7 +57,8 @@ class FakeDiscord:
         heartbeat_interval: float = 41.25,
         interaction_deadline: float = 3.0,
         interaction_token_lifetime: float = 15 * 60,
-        rate_limit: tuple[int, float] = (50, 1.0),
+        rate_limit: Budget | tuple[int, float] = DISCORD,
+        record: bool = False,
         bot_name: str = "stylebot",
         privileged_intents: int = PRIVILEGED_INTENTS,
     ) -> None:
@@ -66,6 +67,7 @@ class FakeDiscord:
         self.interaction_deadline = interaction_deadline
         self.interaction_token_lifetime = interaction_token_lifetime
         self.rate_limit = rate_limit
+        self.exchanges: list[Exchange] | None = [] if record else None
         self.application_id = snowflake()
         self.bot_user = User(self.application_id, bot_name, bot=True)
         encoded_id = base64.b64encode(str(self.application_id).encode()).decode().rstrip("=")
@@ -175,17 +177,29 @@ class FakeDiscord:
         guild.upload_limit = limit
 
     def fail_next(
-        self, route: str, status: int = 429, retry_after: float = 0.5, count: int = 1
+        self,
+        route: str,
+        status: int = 429,
+        retry_after: float = 0.5,
+        count: int = 1,
+        *,
+        after_commit: bool = False,
+        reset: bool = False,
     ) -> None:
         """Answer the next `count` requests on `route` with `status` (429, 413, 500, ...).
 
         `route` is a template with an optional method, e.g.
-        `"POST /channels/{channel_id}/messages"` or `"/webhooks/{application_id}/{token}"`."""
+        `"POST /channels/{channel_id}/messages"` or `"/webhooks/{application_id}/{token}"`.
+        `after_commit`: carry the request out first (create and dispatch the message), then
+        answer the error. `reset`: close the connection without an HTTP answer (the client
+        raises aiohttp.ServerDisconnectedError); with `after_commit`, after carrying it out."""
         method, _, path = route.rpartition(" ")
         known = {(m, p) for m, p, _ in ROUTES}
         if (method and (method, path) not in known) or path not in {p for _, p in known}:
             raise ValueError(f"fakecord serves no route {route!r}; see server.ROUTES")
-        self.failures.append(Failure(method or None, path, status, retry_after, count))
+        self.failures.append(
+            Failure(method or None, path, status, retry_after, count, after_commit, reset)
+        )
 
     async def drop_gateway(self, code: int = 4000, *, down_for: float = 0.0) -> None:
         """Close the gateway with a resumable `code`; refuse new connections for `down_for` s,
@@ -350,7 +364,7 @@ class FakeDiscord:
         self.changed()
 
     def ready_payload(self, session_id: str) -> dict[str, Any]:
-        user = self.bot_user.payload() | {"verified": True, "mfa_enabled": False, "email": None}
+        user = self.bot_user_payload() | {"email": None}
         return {
             "v": 10,
             "user": user,
@@ -366,6 +380,10 @@ class FakeDiscord:
             "geo_ordered_rtc_regions": [],
             "_trace": ["fakecord"],
         }
+
+    def bot_user_payload(self) -> dict[str, Any]:
+        """The bot's own user, as `GET /users/@me` and READY give it."""
+        return self.bot_user.payload() | {"verified": True, "mfa_enabled": False, "locale": "en-US"}
 
     def guild_payloads(self) -> list[dict[str, Any]]:
         return [g.create_payload() for g in self.guilds.values()]
@@ -403,6 +421,12 @@ class FakeDiscord:
             "approximate_guild_count": len(self.guilds),
             "redirect_uris": [],
             "interactions_endpoint_url": None,
+            "role_connections_verification_url": None,
+            "flags_new": str((1 << 19) | (1 << 15)),
+            "approximate_user_install_count": 0,
+            "approximate_user_authorization_count": 0,
+            "explicit_content_filter": 0,
+            "eligible_oauth2_scopes": ["bot", "applications.commands"],
         }
 
     def message_payload(self, message: Message, *, intents: int | None = None) -> dict[str, Any]:

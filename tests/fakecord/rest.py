@@ -37,7 +37,7 @@ class Rest:
     # ---- identity, gateway, application ----------------------------------------------------
 
     async def me(self, request: web.Request) -> web.Response:
-        return json_response(self.hub.bot_user.payload() | {"verified": True})
+        return json_response(self.hub.bot_user_payload())
 
     async def user(self, request: web.Request) -> web.Response:
         user = self.hub.users.get(int(request.match_info["user_id"]))
@@ -123,6 +123,9 @@ class Rest:
                 "default_member_permissions": body.get("default_member_permissions"),
                 "nsfw": body.get("nsfw", False),
                 "options": body.get("options", []),
+                # discord.py sends null for "the default"; Discord answers the default.
+                "integration_types": body.get("integration_types") or [0],
+                "contexts": body.get("contexts") or [0, 1, 2],
             }
             | ({"guild_id": str(scope)} if scope else {})
         )

@@ -76,6 +76,7 @@ class User:
             "bot": self.bot,
             "public_flags": 0,
             "flags": 0,
+            "primary_guild": None,
         }
 
 
@@ -209,7 +210,17 @@ class Guild:
             "premium_subscription_count": 0,
             "preferred_locale": "en-US",
             "nsfw_level": 0,
+            "nsfw": False,
             "premium_progress_bar_enabled": False,
+            "home_header": None,
+            "region": "deprecated",
+            "widget_enabled": False,
+            "widget_channel_id": None,
+            "max_presences": None,
+            "max_stage_video_channel_users": 50,
+            "max_video_channel_users": 25,
+            "safety_alerts_channel_id": None,
+            "incidents_data": None,
         }
 
     def create_payload(self) -> dict[str, Any]:
