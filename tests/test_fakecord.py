@@ -14,7 +14,8 @@ import pytest
 from discord import app_commands
 from PIL import Image
 
-from tests.fakecord import DISCORD, FakeDiscord
+from tests.fakecord import ATTACH_FILES, DISCORD, RELAXED, FakeDiscord
+from tests.fakecord.spec import Spec
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -437,3 +438,81 @@ async def test_history_fetch_delete_typing_and_reactions(fake: FakeDiscord) -> N
             await channel.fetch_message(sent.id)
     finally:
         await stop(client, task)
+
+
+# ---------------------------------------------------------------- as strict as Discord
+
+
+async def test_responses_match_discords_spec() -> None:
+    """Broad traffic from the real client, every exchange valid against Discord's OpenAPI spec."""
+    async with FakeDiscord(record=True, rate_limit=RELAXED) as fake:
+        client = Recorder()
+
+        class Buttons(discord.ui.View):
+            @discord.ui.button(label="Update", custom_id="update")
+            async def update(self, interaction: discord.Interaction, _: discord.ui.Button) -> None:
+                await interaction.response.edit_message(content="updated", view=None)
+
+            @discord.ui.button(label="Quiet", custom_id="quiet")
+            async def quiet(self, interaction: discord.Interaction, _: discord.ui.Button) -> None:
+                await interaction.response.defer()
+
+        @client.tree.command(description="Answer with buttons")
+        @app_commands.describe(word="a word")
+        async def ask(interaction: discord.Interaction, word: str) -> None:
+            await interaction.response.defer(thinking=True)
+            await interaction.followup.send(f"{word}?", view=Buttons())
+            await interaction.edit_original_response(content=f"{word}!", view=Buttons())
+            await interaction.followup.send("secret", ephemeral=True)
+
+        @ask.autocomplete("word")
+        async def words(_: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+            return [app_commands.Choice(name="yes", value="yes")]
+
+        task = await run(fake, client)
+        try:
+            await client.tree.sync()
+            await client.tree.sync(guild=discord.Object(fake.guild.id))
+            await client.fetch_guild(fake.guild.id)
+            guild = client.get_guild(fake.guild.id)
+            await guild.fetch_channels()
+            await guild.fetch_member(fake.owner.id)
+            await client.fetch_user(fake.owner.id)
+            channel = await client.fetch_channel(fake.channel.id)
+            alice = fake.add_user("alice")
+            posted = await fake.post(alice, "hello", files=[("a.png", png(8, 8))])
+            sent = await channel.send("hi", file=discord.File(io.BytesIO(png(8, 8)), "b.png"))
+            reply = await (await channel.fetch_message(posted.id)).reply("re", nonce=77)
+            await sent.edit(content="edited", attachments=[])
+            await sent.add_reaction("👍")
+            await sent.remove_reaction("👍", client.user)
+            [m async for m in channel.history(limit=5)]
+            async with channel.typing():
+                pass
+            await reply.delete()
+            fake.fail_next("POST /channels/{channel_id}/messages", status=429, retry_after=0.1)
+            await channel.send("after a 429")
+            fake.fail_next("POST /channels/{channel_id}/messages", status=413)
+            with pytest.raises(discord.HTTPException):
+                await channel.send("413")
+            fake.deny_bot(ATTACH_FILES)
+            with pytest.raises(discord.Forbidden):
+                await channel.send(file=discord.File(io.BytesIO(b"x"), "x.txt"))
+            with pytest.raises(discord.NotFound):
+                await channel.fetch_message(1)
+            await fake.autocomplete(alice, "ask", {"word": "y"}, focused="word")
+            used = await fake.slash(alice, "ask", {"word": "yes"})
+            await fake.wait_for(lambda: len(used.followups) == 2, 10)
+            clicked = await fake.click(alice, used.original, "quiet")
+            await fake.wait_for(lambda: clicked.responded, 5)
+            clicked = await fake.click(alice, used.original, "update")
+            await fake.wait_for(lambda: clicked.responded, 5)
+        finally:
+            await stop(client, task)
+        spec = Spec()
+        assert fake.exchanges is not None and len({ex.route for ex in fake.exchanges}) >= 15
+        problems = [v for ex in fake.exchanges for v in spec.violations(ex)]
+        assert not problems, "\n".join(problems)
+        statuses = {ex.status for ex in fake.exchanges}
+        assert {200, 204, 403, 404, 413, 429} <= statuses
+        assert all("X-RateLimit-Bucket" in ex.headers for ex in fake.exchanges if ex.status >= 400)

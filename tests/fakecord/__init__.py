@@ -108,11 +108,41 @@ Behaviour worth knowing
 from .emulator import FakeDiscord
 from .interactions import Callback, Interaction
 from .server import DISCORD, RELAXED, Budget, Exchange, Failure, RequestRecord
-from .state import Channel, Guild, Message, Revision, StoredFile, User
+from .state import (
+    ADD_REACTIONS,
+    ADMINISTRATOR,
+    ATTACH_FILES,
+    EMBED_LINKS,
+    MANAGE_MESSAGES,
+    READ_MESSAGE_HISTORY,
+    SEND_MESSAGES,
+    SEND_MESSAGES_IN_THREADS,
+    USE_APPLICATION_COMMANDS,
+    VIEW_CHANNEL,
+    AttachmentSpec,
+    Channel,
+    Guild,
+    Message,
+    Revision,
+    Role,
+    StoredFile,
+    User,
+)
 
 __all__ = [
+    "ADD_REACTIONS",
+    "ADMINISTRATOR",
+    "ATTACH_FILES",
     "DISCORD",
+    "EMBED_LINKS",
+    "MANAGE_MESSAGES",
+    "READ_MESSAGE_HISTORY",
     "RELAXED",
+    "SEND_MESSAGES",
+    "SEND_MESSAGES_IN_THREADS",
+    "USE_APPLICATION_COMMANDS",
+    "VIEW_CHANNEL",
+    "AttachmentSpec",
     "Budget",
     "Callback",
     "Channel",
@@ -124,6 +154,7 @@ __all__ = [
     "Message",
     "RequestRecord",
     "Revision",
+    "Role",
     "StoredFile",
     "User",
 ]

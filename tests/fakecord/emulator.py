@@ -24,10 +24,14 @@ from .server import DISCORD, ROUTES, Budget, Exchange, Failure, RequestRecord, b
 from .state import (
     ADMINISTRATOR,
     MEMBER_PERMISSIONS,
+    PUBLIC_THREAD,
+    VIEW_CHANNEL,
+    AttachmentSpec,
     Channel,
     Guild,
     Member,
     Message,
+    Overwrite,
     Role,
     StoredFile,
     User,
@@ -36,6 +40,7 @@ from .state import (
 )
 
 MiB = 1024 * 1024
+GUILDS_INTENT = 1 << 0
 GUILD_MEMBERS_INTENT = 1 << 1
 GUILD_MESSAGES_INTENT = 1 << 9
 GUILD_MESSAGE_REACTIONS_INTENT = 1 << 10
@@ -68,6 +73,7 @@ class FakeDiscord:
         self.interaction_token_lifetime = interaction_token_lifetime
         self.rate_limit = rate_limit
         self.exchanges: list[Exchange] | None = [] if record else None
+        self.nonces: dict[tuple[int, str], tuple[Message, float]] = {}
         self.application_id = snowflake()
         self.bot_user = User(self.application_id, bot_name, bot=True)
         encoded_id = base64.b64encode(str(self.application_id).encode()).decode().rstrip("=")
@@ -176,6 +182,71 @@ class FakeDiscord:
         `attachment_size_limit`."""
         guild.upload_limit = limit
 
+    # ---- permissions -----------------------------------------------------------------------
+
+    def permissions_in(self, channel: Channel, user: User) -> int:
+        """`user`'s permissions in `channel`, computed as Discord does (0 if not a member)."""
+        guild = self.guilds[channel.guild_id]
+        return guild.permissions_in(channel, user.id) if user.id in guild.members else 0
+
+    def set_permissions(
+        self, channel: Channel, target: User | Role | Guild, *, allow: int = 0, deny: int = 0
+    ) -> None:
+        """Set `channel`'s overwrite for `target`: a member, a role, or the guild (its @everyone
+        role); allow=deny=0 removes it. Dispatched as CHANNEL_UPDATE. A thread has no overwrites
+        of its own: set them on its parent."""
+        if channel.is_thread:
+            raise ValueError("a thread follows its parent's overwrites; set them there")
+        if isinstance(target, Guild):
+            target = target.everyone
+        kind = 1 if isinstance(target, User) else 0
+        if not allow and not deny:
+            channel.overwrites.pop(target.id, None)
+        else:
+            channel.overwrites[target.id] = Overwrite(target.id, kind, allow, deny)
+        self.gateway.dispatch("CHANNEL_UPDATE", channel.payload(), GUILDS_INTENT)
+        self.changed()
+
+    def deny_bot(self, permissions: int, channel: Channel | None = None) -> None:
+        """Deny the bot `permissions` (e.g. ATTACH_FILES | READ_MESSAGE_HISTORY) in `channel`
+        (default `self.channel`) through its member overwrite, keeping what that denied."""
+        channel = channel or self.channel
+        current = channel.overwrites.get(self.bot_user.id, Overwrite(self.bot_user.id, 1))
+        self.set_permissions(
+            channel,
+            self.bot_user,
+            allow=current.allow & ~permissions,
+            deny=current.deny | permissions,
+        )
+
+    def set_role_permissions(self, role: Role, permissions: int) -> None:
+        """Change a role's guild-wide permissions; dispatched as GUILD_ROLE_UPDATE."""
+        role.permissions = permissions
+        guild = next(g for g in self.guilds.values() if role in g.roles)
+        data = {"guild_id": str(guild.id), "role": role.payload()}
+        self.gateway.dispatch("GUILD_ROLE_UPDATE", data, GUILDS_INTENT)
+        self.changed()
+
+    def add_thread(self, channel: Channel, name: str, owner: User | None = None) -> Channel:
+        """A public thread (type 11) in `channel`, started by `owner` (default the guild owner);
+        dispatched as THREAD_CREATE. Posting there needs SEND_MESSAGES_IN_THREADS."""
+        guild = self.guilds[channel.guild_id]
+        thread = Channel(
+            snowflake(),
+            name,
+            guild.id,
+            type=PUBLIC_THREAD,
+            parent=channel,
+            owner_id=(owner or self.owner).id,
+        )
+        guild.threads.append(thread)
+        self.channels[thread.id] = thread
+        self.gateway.dispatch(
+            "THREAD_CREATE", thread.payload() | {"newly_created": True}, GUILDS_INTENT
+        )
+        self.changed()
+        return thread
+
     def fail_next(
         self,
         route: str,
@@ -220,14 +291,14 @@ class FakeDiscord:
         self,
         user: User,
         content: str = "",
-        files: list[FileSpec] | None = None,
+        files: list[FileSpec | AttachmentSpec] | None = None,
         channel: Channel | None = None,
         reply_to: Message | None = None,
     ) -> Message:
         """`user` posts in `channel` (default `self.channel`), with attachments and an optional
         reply; dispatched as MESSAGE_CREATE. Returns the stored message."""
         channel = channel or self.channel
-        stored = [self.store_upload(name, data, channel.id) for name, data in files or []]
+        stored = [self._attach(spec, channel) for spec in files or []]
         message = Message(
             id=snowflake(),
             channel_id=channel.id,
@@ -247,15 +318,14 @@ class FakeDiscord:
         user: User,
         name: str,
         options: dict[str, Any] | None = None,
-        files: dict[str, FileSpec] | None = None,
+        files: dict[str, FileSpec | AttachmentSpec] | None = None,
         channel: Channel | None = None,
     ) -> ix.Interaction:
         """`user` runs `/name` (e.g. "stylize", or "group sub") with option values and attachment
         options; the command must have been synced by the bot. Returns the Interaction."""
         channel = channel or self.channel
         stored = {
-            key: self.store_upload(fname, data, channel.id, ephemeral=True)
-            for key, (fname, data) in (files or {}).items()
+            key: self._attach(spec, channel, ephemeral=True) for key, spec in (files or {}).items()
         }
         return self._command_interaction(
             ix.APPLICATION_COMMAND, user, name, options or {}, stored, channel, focused=None
@@ -449,7 +519,7 @@ class FakeDiscord:
         """Record an edit made through REST: new revision, MESSAGE_UPDATE, listeners."""
         message.edited_timestamp = iso_now()
         message.snapshot()
-        if not message.ephemeral:
+        if not message.ephemeral and self.bot_sees(message.channel_id):
             self.gateway.dispatch(
                 "MESSAGE_UPDATE",
                 lambda intents: self.message_payload(message, intents=intents),
@@ -459,7 +529,7 @@ class FakeDiscord:
 
     def deleted(self, message: Message) -> None:
         message.deleted = True
-        if not message.ephemeral:
+        if not message.ephemeral and self.bot_sees(message.channel_id):
             data = {
                 "id": str(message.id),
                 "channel_id": str(message.channel_id),
@@ -486,13 +556,29 @@ class FakeDiscord:
         self.files[stored.id] = stored
         return stored
 
+    def _attach(
+        self, spec: FileSpec | AttachmentSpec, channel: Channel, *, ephemeral: bool = False
+    ) -> StoredFile:
+        if isinstance(spec, AttachmentSpec):
+            extra = {"lie_size": spec.lie_size, "stream_bytes": spec.stream_bytes}
+            extra["url_host"] = spec.url_host
+            return self.store_upload(spec.filename, spec.data, channel.id, **extra)
+        name, data = spec
+        return self.store_upload(name, data, channel.id, ephemeral=ephemeral)
+
     def mentions_in(self, content: str) -> list[User]:
         ids = dict.fromkeys(int(m) for m in _MENTION.findall(content))
         return [self.users[i] for i in ids if i in self.users]
 
+    def bot_sees(self, channel_id: int) -> bool:
+        """Whether the bot may view the channel (Discord sends it no events from others)."""
+        channel = self.channels[channel_id]
+        guild = self.guilds[channel.guild_id]
+        return bool(guild.permissions_in(channel, self.bot_user.id) & VIEW_CHANNEL)
+
     def add_message(self, message: Message) -> None:
         self.messages[message.id] = message
-        if not message.ephemeral:
+        if not message.ephemeral and self.bot_sees(message.channel_id):
             self.gateway.dispatch(
                 "MESSAGE_CREATE",
                 lambda intents: self.message_payload(message, intents=intents),
@@ -520,9 +606,8 @@ class FakeDiscord:
             raise ValueError(f"{user.name} is not a member of {guild.name}")
         iid = snowflake()
         token = f"aW50ZXJhY3Rpb246{iid}:{secrets.token_urlsafe(48)}"
-        member = guild.members[user.id].payload() | {
-            "permissions": str(guild.permissions_of(user.id))
-        }
+        allowed = str(guild.permissions_in(channel, user.id))
+        member = guild.members[user.id].payload() | {"permissions": allowed}
         payload: dict[str, Any] = {
             "id": str(iid),
             "application_id": str(self.application_id),
@@ -531,11 +616,11 @@ class FakeDiscord:
             "guild_id": str(guild.id),
             "guild": {"id": str(guild.id), "locale": "en-US", "features": []},
             "channel_id": str(channel.id),
-            "channel": channel.payload() | {"permissions": str(guild.permissions_of(user.id))},
+            "channel": channel.payload() | {"permissions": allowed},
             "member": member,
             "token": token,
             "version": 1,
-            "app_permissions": str(guild.permissions_of(self.bot_user.id)),
+            "app_permissions": str(guild.permissions_in(channel, self.bot_user.id)),
             "locale": "en-US",
             "guild_locale": "en-US",
             "entitlements": [],

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 # Flags a bot may set on a message: SUPPRESS_EMBEDS, EPHEMERAL, SUPPRESS_NOTIFICATIONS,
 # IS_COMPONENTS_V2.
+MESSAGE_FILES_LIMIT = 25 * 1024 * 1024  # all files of one message together
 SETTABLE_FLAGS = (1 << 2) | (1 << 6) | (1 << 12) | (1 << 15)
 _COMMAND_NAME = re.compile(r"^[-_\w]{1,32}$")
 _FILE_FIELD = re.compile(r"files\[(\d+)\]|file(\d*)")
@@ -110,6 +111,8 @@ def message_fields(
     for upload in uploads:
         if len(upload.data) > guild.upload_limit:
             raise ApiError(413, 40005, "Request entity too large")
+    if sum(len(u.data) for u in uploads) > MESSAGE_FILES_LIMIT:
+        raise ApiError(413, 40005, "Request entity too large")
     if len(uploads) > 10:
         raise _invalid("files", "Must be 10 or fewer in length.")
     fields: dict[str, Any] = {}
