@@ -806,3 +806,34 @@ async def test_attachments_that_lie_stream_or_point_elsewhere(fake: FakeDiscord)
         assert stored[1].fetches == 0  # never fetched from fakecord
     finally:
         await stop(client, task)
+
+
+def test_the_spec_checker_finds_violations_and_tolerates_only_the_named_looseness() -> None:
+    spec = Spec()
+    route = "/channels/{channel_id}/messages"
+
+    def check(query: dict[str, str], request: object, status: int, response: object) -> str:
+        method = "GET" if request is None else "POST"
+        ex = Exchange(method, route, "/channels/12/messages", query, request, 0, status, response)
+        return "\n".join(spec.violations(ex))
+
+    sent = {"content": "hi", "message_reference": {"message_id": 12}, "nonce": 5}
+    assert check({}, sent, 429, {"message": "slow", "retry_after": 1.0, "global": False}) == ""
+    assert check({"limit": "5", "before": "12"}, None, 200, []) == ""
+    assert "2001 characters" in check({}, {"content": "x" * 2001}, 400, {"message": "", "code": 1})
+    assert "'type' is a required property" in check({}, sent, 200, {"id": "1"})
+    assert "'foo' is not in the spec" in check({"foo": "1"}, None, 200, [])
+    assert "limit='500'" in check({"limit": "500"}, None, 200, [])
+    assert "'code' is a required property" in check({}, sent, 500, {"message": "oops"})
+    assert "status 302" in check({}, sent, 302, None)
+    callback = Exchange(
+        "POST",
+        "/interactions/{interaction_id}/{token}/callback",
+        "/interactions/1/abc/callback",
+        {"with_response": "1"},
+        {"type": 5},
+        0,
+        200,
+        {"interaction": {"id": "1", "type": 2}, "resource": {"type": 5}},
+    )
+    assert "$.resource" in "\n".join(spec.violations(callback))
