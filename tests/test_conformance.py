@@ -30,6 +30,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 WAIT = 90.0
+LOADING = 1 << 7  # the message flag of a deferred "thinking..." answer
 LONG = 100_000  # steps for the job that holds the worker while others wait to be cancelled
 
 
@@ -92,6 +93,11 @@ async def answered(discord: FakeDiscord, message: Message) -> Message:
     return await discord.wait_for(find, WAIT)
 
 
+def shown(messages: list[Message]) -> bool:
+    """Whether an interaction's answer is there (not just "thinking...")."""
+    return bool(messages) and not messages[0].flags & LOADING
+
+
 def cancel_button(message: Message) -> str | None:
     """The custom_id of an enabled button labelled Cancel on `message`, if any."""
 
@@ -125,7 +131,7 @@ async def scenario(discord: FakeDiscord, bot: StyleBot, engine: ProcessPoolEngin
     for name in ("styles", "queue", "help"):
         await answered(discord, await discord.post(dave, f"!{name}", channel=art))
         used = await discord.slash(dave, name)
-        await discord.wait_for(lambda u=used: u.messages and u.messages[0].content, WAIT)
+        await discord.wait_for(lambda u=used: shown(u.messages), WAIT)
     # A result button.
     clicked = await discord.click(alice, first, first.custom_ids()[0])
     await discord.wait_for(lambda: clicked.responded, WAIT)
@@ -149,7 +155,7 @@ async def scenario(discord: FakeDiscord, bot: StyleBot, engine: ProcessPoolEngin
         status = await answered(discord, waiting)
         edits = len(status.revisions)
         await answered(discord, await discord.post(erin, "!cancel", channel=art))
-        await discord.wait_for(lambda: len(status.revisions) > edits, WAIT)  # it says so
+        await discord.wait_for(lambda: status.deleted or len(status.revisions) > edits, WAIT)
     finally:
         await blocker.cancel()
     # Faults: a 429 and a 500 on the next message creates, then a guild whose upload limit is
