@@ -575,6 +575,11 @@ async def test_permissions_follow_overwrites_and_refusals_are_discords(fake: Fak
         assert fake.permissions_in(fake.channel, root) & ATTACH_FILES  # admins bypass overwrites
         fake.set_permissions(fake.channel, fake.bot_user)  # removes the bot's overwrite
         assert fake.permissions_in(fake.channel, fake.bot_user) & SEND_MESSAGES
+        art = fake.guild.channels[1]
+        assert fake.permissions_in(art, alice) & SEND_MESSAGES
+        fake.set_role_permissions(fake.guild.everyone, VIEW_CHANNEL)  # guild-wide
+        await fake.wait_for(lambda: not guild.default_role.permissions.send_messages, 5)
+        assert fake.permissions_in(art, alice) == VIEW_CHANNEL
     finally:
         await stop(client, task)
 
