@@ -1,7 +1,9 @@
 """The aiohttp application: the route table (REST under /api/v10, the CDN, the gateway) and
-the middleware that gives every API answer Discord's shape: latency, bot-token auth, planned
-faults (`fail_next`), per-bucket rate limits with X-RateLimit-* headers, and JSON errors
-`{"message", "code"}`."""
+the middleware that gives every API answer Discord's shape: latency, bot-token auth, Discord's
+rate limits (a `Budget`: per-channel message bucket, per-token webhook bucket, per-route
+buckets, the global limit) with X-RateLimit-* headers on every answer, planned faults
+(`fail_next`: an error status, after carrying the request out or not, or a connection reset),
+JSON errors `{"message", "code"}`, and the opt-in recorder of whole exchanges."""
 
 from __future__ import annotations
 
