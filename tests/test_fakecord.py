@@ -777,8 +777,16 @@ async def test_connection_reset_with_and_without_commit(fake: FakeDiscord) -> No
 
 async def test_attachments_that_lie_stream_or_point_elsewhere(fake: FakeDiscord) -> None:
     client = Recorder()
+    urls: list[str] = []
+
+    @client.tree.command(description="Look at a photo")
+    async def look(interaction: discord.Interaction, photo: discord.Attachment) -> None:
+        urls.append(photo.url)
+        await interaction.response.send_message(f"{photo.size} bytes, I think")
+
     task = await run(fake, client)
     try:
+        await client.tree.sync()
         alice = fake.add_user("alice")
         photo = png(16, 16)
         huge = 200 * 1024 * 1024
@@ -809,6 +817,13 @@ async def test_attachments_that_lie_stream_or_point_elsewhere(fake: FakeDiscord)
         assert stored[0].bytes_served < huge
         assert await honest.read() == photo and stored[2].fetches == 1
         assert stored[1].fetches == 0  # never fetched from fakecord
+        spec = AttachmentSpec("p.png", photo, lie_size=10, url_host="evil.example")
+        used = await fake.slash(alice, "look", files={"photo": spec})
+        await fake.wait_for(lambda: used.original, 5)
+        assert used.original.content == "10 bytes, I think"
+        assert urls[0].startswith("http://evil.example/attachments/")
+        resolved = used.payload["data"]["resolved"]["attachments"]
+        assert next(iter(resolved.values()))["ephemeral"] is True
     finally:
         await stop(client, task)
 

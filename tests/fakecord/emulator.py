@@ -559,12 +559,17 @@ class FakeDiscord:
     def _attach(
         self, spec: FileSpec | AttachmentSpec, channel: Channel, *, ephemeral: bool = False
     ) -> StoredFile:
-        if isinstance(spec, AttachmentSpec):
-            extra = {"lie_size": spec.lie_size, "stream_bytes": spec.stream_bytes}
-            extra["url_host"] = spec.url_host
-            return self.store_upload(spec.filename, spec.data, channel.id, **extra)
-        name, data = spec
-        return self.store_upload(name, data, channel.id, ephemeral=ephemeral)
+        if not isinstance(spec, AttachmentSpec):
+            spec = AttachmentSpec(*spec)
+        return self.store_upload(
+            spec.filename,
+            spec.data,
+            channel.id,
+            ephemeral=ephemeral,
+            lie_size=spec.lie_size,
+            stream_bytes=spec.stream_bytes,
+            url_host=spec.url_host,
+        )
 
     def mentions_in(self, content: str) -> list[User]:
         ids = dict.fromkeys(int(m) for m in _MENTION.findall(content))
