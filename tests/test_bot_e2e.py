@@ -29,7 +29,7 @@ from bot.settings import Settings
 from nst_engine import images
 from nst_engine.api import StyleRequest, StyleSource
 from nst_engine.pool import ProcessPoolEngine
-from tests.fakecord import FakeDiscord, Message, User
+from tests.fakecord import RELAXED, FakeDiscord, Message, User
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -90,7 +90,8 @@ async def running_bot(
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def world(engine: ProcessPoolEngine) -> AsyncIterator[tuple[FakeDiscord, StyleBot]]:
-    async with FakeDiscord() as discord, running_bot(discord, engine) as bot:
+    # RELAXED: ~20 tests share #general, and Discord's 5 creates per 5 s made them 2-40x slower.
+    async with FakeDiscord(rate_limit=RELAXED) as discord, running_bot(discord, engine) as bot:
         yield discord, bot
         assert_no_traceback(discord)
 

@@ -14,7 +14,20 @@ import pytest
 from discord import app_commands
 from PIL import Image
 
-from tests.fakecord import FakeDiscord
+from tests.fakecord import (
+    ATTACH_FILES,
+    DISCORD,
+    READ_MESSAGE_HISTORY,
+    RELAXED,
+    SEND_MESSAGES,
+    SEND_MESSAGES_IN_THREADS,
+    VIEW_CHANNEL,
+    AttachmentSpec,
+    Budget,
+    Exchange,
+    FakeDiscord,
+)
+from tests.fakecord.spec import Spec
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -247,6 +260,7 @@ async def test_dropped_gateway_resumes_and_replays_missed_events(fake: FakeDisco
 
 
 async def test_planned_429_500_and_413_on_message_create(fake: FakeDiscord) -> None:
+    fake.rate_limit = RELAXED  # more creates in one channel than 5 per 5 s; not about the budget
     client = Recorder()
     task = await run(fake, client)
     try:
@@ -395,7 +409,7 @@ async def test_latency_delays_rest_and_gateway(fake: FakeDiscord) -> None:
         headers = {"Authorization": f"Bot {fake.token}"}
         async with http.get(f"{fake.url}/api/v10/users/@me", headers=headers) as response:
             assert response.status == 200 and response.headers["Content-Type"] == "application/json"
-            assert int(response.headers["X-RateLimit-Remaining"]) < fake.rate_limit[0]
+            assert int(response.headers["X-RateLimit-Remaining"]) < DISCORD.routes[0]
         assert loop.time() - begun >= 0.2
         stored = (await fake.post(fake.owner, "file", files=[("f.png", png(20, 10))])).files[0]
         async with http.get(stored.payload(fake.url)["url"]) as response:
@@ -437,3 +451,409 @@ async def test_history_fetch_delete_typing_and_reactions(fake: FakeDiscord) -> N
             await channel.fetch_message(sent.id)
     finally:
         await stop(client, task)
+
+
+# ---------------------------------------------------------------- as strict as Discord
+
+
+async def test_responses_match_discords_spec() -> None:
+    """Broad traffic from the real client, every exchange valid against Discord's OpenAPI spec."""
+    async with FakeDiscord(record=True, rate_limit=RELAXED) as fake:
+        client = Recorder()
+
+        class Buttons(discord.ui.View):
+            @discord.ui.button(label="Update", custom_id="update")
+            async def update(self, interaction: discord.Interaction, _: discord.ui.Button) -> None:
+                await interaction.response.edit_message(content="updated", view=None)
+
+            @discord.ui.button(label="Quiet", custom_id="quiet")
+            async def quiet(self, interaction: discord.Interaction, _: discord.ui.Button) -> None:
+                await interaction.response.defer()
+
+        @client.tree.command(description="Answer with buttons")
+        @app_commands.describe(word="a word")
+        async def ask(interaction: discord.Interaction, word: str) -> None:
+            await interaction.response.defer(thinking=True)
+            await interaction.followup.send(f"{word}?", view=Buttons())
+            await interaction.edit_original_response(content=f"{word}!", view=Buttons())
+            await interaction.followup.send("secret", ephemeral=True)
+
+        @ask.autocomplete("word")
+        async def words(_: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+            return [app_commands.Choice(name="yes", value="yes")]
+
+        task = await run(fake, client)
+        try:
+            await client.tree.sync()
+            await client.tree.sync(guild=discord.Object(fake.guild.id))
+            await client.fetch_guild(fake.guild.id)
+            guild = client.get_guild(fake.guild.id)
+            await guild.fetch_channels()
+            await guild.fetch_member(fake.owner.id)
+            await client.fetch_user(fake.owner.id)
+            channel = await client.fetch_channel(fake.channel.id)
+            alice = fake.add_user("alice")
+            posted = await fake.post(alice, "hello", files=[("a.png", png(8, 8))])
+            sent = await channel.send("hi", file=discord.File(io.BytesIO(png(8, 8)), "b.png"))
+            reply = await (await channel.fetch_message(posted.id)).reply("re", nonce=77)
+            await sent.edit(content="edited", attachments=[])
+            await sent.add_reaction("👍")
+            await sent.remove_reaction("👍", client.user)
+            [m async for m in channel.history(limit=5)]
+            async with channel.typing():
+                pass
+            await reply.delete()
+            fake.fail_next("POST /channels/{channel_id}/messages", status=429, retry_after=0.1)
+            await channel.send("after a 429")
+            fake.fail_next("POST /channels/{channel_id}/messages", status=413)
+            with pytest.raises(discord.HTTPException):
+                await channel.send("413")
+            fake.deny_bot(ATTACH_FILES)
+            with pytest.raises(discord.Forbidden):
+                await channel.send(file=discord.File(io.BytesIO(b"x"), "x.txt"))
+            with pytest.raises(discord.NotFound):
+                await channel.fetch_message(1)
+            await fake.autocomplete(alice, "ask", {"word": "y"}, focused="word")
+            used = await fake.slash(alice, "ask", {"word": "yes"})
+            await fake.wait_for(lambda: len(used.followups) == 2, 10)
+            clicked = await fake.click(alice, used.original, "quiet")
+            await fake.wait_for(lambda: clicked.responded, 5)
+            clicked = await fake.click(alice, used.original, "update")
+            await fake.wait_for(lambda: clicked.responded, 5)
+        finally:
+            await stop(client, task)
+        spec = Spec()
+        assert fake.exchanges is not None and len({ex.route for ex in fake.exchanges}) >= 15
+        problems = [v for ex in fake.exchanges for v in spec.violations(ex)]
+        assert not problems, "\n".join(problems)
+        statuses = {ex.status for ex in fake.exchanges}
+        assert {200, 204, 403, 404, 413, 429} <= statuses
+        assert all("X-RateLimit-Bucket" in ex.headers for ex in fake.exchanges if ex.status >= 400)
+
+
+async def test_permissions_follow_overwrites_and_refusals_are_discords(fake: FakeDiscord) -> None:
+    fake.rate_limit = RELAXED  # more creates in one channel than 5 per 5 s; not about the budget
+    client = Recorder()
+    task = await run(fake, client)
+    try:
+        guild = client.get_guild(fake.guild.id)
+        channel = guild.get_channel(fake.channel.id)
+        assert channel.permissions_for(guild.me).attach_files
+        alice, root = fake.add_user("alice"), fake.add_user("root", admin=True)
+
+        fake.deny_bot(ATTACH_FILES | READ_MESSAGE_HISTORY)
+        await fake.wait_for(lambda: not channel.permissions_for(guild.me).attach_files, 5)
+        assert not channel.permissions_for(guild.me).read_message_history
+        assert channel.permissions_for(guild.me).send_messages
+        with pytest.raises(discord.Forbidden) as files:
+            await channel.send(file=discord.File(io.BytesIO(b"x"), "x.txt"))
+        assert files.value.code == 50013
+        posted = await fake.post(alice, "hello")
+        with pytest.raises(discord.Forbidden) as reply:
+            await channel.send("re", reference=channel.get_partial_message(posted.id))
+        assert reply.value.code == 50013
+        assert [m async for m in channel.history(limit=10)] == []
+        await channel.send("text is fine")
+
+        fake.set_permissions(fake.channel, fake.guild, deny=VIEW_CHANNEL)
+        await fake.wait_for(lambda: not channel.permissions_for(guild.me).view_channel, 5)
+        with pytest.raises(discord.Forbidden) as hidden:
+            await channel.send("where am I")
+        assert hidden.value.code == 50001
+        unseen = await fake.post(alice, "not for the bot")
+        bot_role = fake.guild.roles[2]
+        fake.set_permissions(fake.channel, bot_role, allow=VIEW_CHANNEL)  # a role beats @everyone
+        await fake.wait_for(lambda: channel.permissions_for(guild.me).view_channel, 5)
+        seen = await fake.post(alice, "for the bot")
+        await fake.wait_for(lambda: [m for m in client.seen if m.id == seen.id], 5)
+        assert unseen.id not in [m.id for m in client.seen]
+        fake.deny_bot(SEND_MESSAGES)  # the member's overwrite beats its roles
+        with pytest.raises(discord.Forbidden) as mute:
+            await channel.send("muted")
+        assert mute.value.code == 50013
+        assert not fake.permissions_in(fake.channel, alice) & VIEW_CHANNEL
+        assert fake.permissions_in(fake.channel, root) & ATTACH_FILES  # admins bypass overwrites
+        fake.set_permissions(fake.channel, fake.bot_user)  # removes the bot's overwrite
+        assert fake.permissions_in(fake.channel, fake.bot_user) & SEND_MESSAGES
+        art = fake.guild.channels[1]
+        assert fake.permissions_in(art, alice) & SEND_MESSAGES
+        fake.set_role_permissions(fake.guild.everyone, VIEW_CHANNEL)  # guild-wide
+        await fake.wait_for(lambda: not guild.default_role.permissions.send_messages, 5)
+        assert fake.permissions_in(art, alice) == VIEW_CHANNEL
+    finally:
+        await stop(client, task)
+
+
+async def test_interactions_carry_channel_permissions_and_answer_without_them(
+    fake: FakeDiscord,
+) -> None:
+    client = Recorder()
+    seen: list[tuple[discord.Permissions, discord.Permissions]] = []
+
+    @client.tree.command(description="Tell permissions")
+    async def perms(interaction: discord.Interaction) -> None:
+        seen.append((interaction.app_permissions, interaction.permissions))
+        await interaction.response.defer(thinking=True)
+        await interaction.followup.send("answered through the webhook")
+
+    task = await run(fake, client)
+    try:
+        await client.tree.sync()
+        art = fake.guild.channels[1]
+        fake.deny_bot(SEND_MESSAGES | ATTACH_FILES, art)
+        fake.set_permissions(art, fake.guild, deny=ATTACH_FILES)
+        alice = fake.add_user("alice")
+        used = await fake.slash(alice, "perms", channel=art)
+        await fake.wait_for(lambda: used.followups, 5)
+        app, member = seen[0]
+        assert not app.send_messages and not app.attach_files and app.view_channel
+        assert member.send_messages and not member.attach_files
+        assert used.original.content == "answered through the webhook"
+        with pytest.raises(discord.Forbidden):
+            await client.get_channel(art.id).send("but not as the bot")
+    finally:
+        await stop(client, task)
+
+
+async def test_threads_need_send_messages_in_threads(fake: FakeDiscord) -> None:
+    client = Recorder()
+    task = await run(fake, client)
+    try:
+        thread = fake.add_thread(fake.channel, "ideas")
+        found = await fake.wait_for(lambda: client.get_channel(thread.id), 5)
+        assert isinstance(found, discord.Thread) and found.parent_id == fake.channel.id
+        alice = fake.add_user("alice")
+        posted = await fake.post(alice, "in a thread", channel=thread)
+        await fake.wait_for(lambda: [m for m in client.seen if m.id == posted.id], 5)
+        assert isinstance(client.seen[-1].channel, discord.Thread)
+        sent = await found.send("the bot answers")
+        assert fake.messages[sent.id].channel_id == thread.id
+        fake.deny_bot(SEND_MESSAGES_IN_THREADS)
+        await fake.wait_for(
+            lambda: not found.permissions_for(found.guild.me).send_messages_in_threads, 5
+        )
+        with pytest.raises(discord.Forbidden) as refused:
+            await found.send("not any more")
+        assert refused.value.code == 50013
+        await client.get_channel(fake.channel.id).send("the parent is fine")
+        with pytest.raises(ValueError):
+            fake.set_permissions(thread, fake.guild, deny=VIEW_CHANNEL)
+    finally:
+        await stop(client, task)
+
+
+async def test_files_of_one_message_together_over_25_mib_get_413(fake: FakeDiscord) -> None:
+    client = Recorder()
+    task = await run(fake, client)
+    try:
+        fake.set_upload_limit(fake.guild, 50 * 1024 * 1024)
+        channel = client.get_channel(fake.channel.id)
+        part = b"x" * (9 * 1024 * 1024)
+        files = [discord.File(io.BytesIO(part), f"{i}.bin") for i in range(3)]
+        with pytest.raises(discord.HTTPException) as info:
+            await channel.send(files=files)
+        assert (info.value.status, info.value.code) == (413, 40005)
+        two = [discord.File(io.BytesIO(part), f"{i}.bin") for i in range(2)]
+        sent = await channel.send(files=two)
+        assert len(fake.messages[sent.id].files) == 2
+    finally:
+        await stop(client, task)
+
+
+async def test_discords_budget_shared_message_bucket_and_global_limit() -> None:
+    quick = Budget(messages=(2, 0.5), webhooks=(5, 2.0), routes=(50, 1.0), global_limit=(6, 1.0))
+    async with FakeDiscord(rate_limit=quick) as fake:
+        assert FakeDiscord().rate_limit == DISCORD == Budget()
+        assert DISCORD.messages == (5, 5.0) and DISCORD.global_limit == (50, 1.0)
+        spec = Spec()
+        headers = {"Authorization": f"Bot {fake.token}"}
+        api = f"{fake.url}/api/v10"
+        messages = f"{api}/channels/{fake.channel.id}/messages"
+        async with aiohttp.ClientSession(headers=headers) as http:
+            async with http.post(messages, json={"content": "one"}) as first:
+                created = await first.json()
+                bucket = first.headers["X-RateLimit-Bucket"]
+            async with http.patch(f"{messages}/{created['id']}", json={"content": "1"}) as edit:
+                assert edit.headers["X-RateLimit-Bucket"] == bucket  # one bucket for both
+                assert edit.headers["X-RateLimit-Remaining"] == "0"
+            async with http.post(messages, json={"content": "two"}) as limited:
+                body = await limited.json()
+                assert limited.status == 429 and body["global"] is False
+                assert limited.headers["X-RateLimit-Scope"] == "user"
+            other = f"{api}/channels/{fake.guild.channels[1].id}/messages"
+            async with http.post(other, json={"content": "elsewhere"}) as elsewhere:
+                assert elsewhere.status == 200  # per channel
+            for _ in range(2):
+                async with http.get(f"{api}/users/@me") as ok:
+                    assert ok.status == 200
+            async with http.get(f"{api}/users/@me") as over:
+                body = await over.json()
+                assert over.status == 429 and body["global"] is True
+                assert over.headers["X-RateLimit-Global"] == "true"
+                assert over.headers["X-RateLimit-Scope"] == "global"
+                assert "X-RateLimit-Bucket" in over.headers
+            ex = Exchange("GET", "/users/@me", "/users/@me", {}, None, 0, 429, body)
+            assert spec.violations(ex) == []
+        fake.rate_limit = RELAXED  # a test may relax it at any time
+        client = Recorder()
+        task = await run(fake, client)
+        try:
+            channel = client.get_channel(fake.channel.id)
+            for i in range(8):
+                await channel.send(f"relaxed {i}")
+            assert all(r.status != 429 for r in fake.requests[-8:])
+        finally:
+            await stop(client, task)
+
+
+async def test_the_client_keeps_to_the_budget_and_callbacks_are_apart() -> None:
+    async with FakeDiscord(rate_limit=Budget(messages=(2, 0.6))) as fake:
+        client = Recorder()
+
+        @client.tree.command(description="Answer")
+        async def hello(interaction: discord.Interaction) -> None:
+            await interaction.response.send_message("hi")
+            for i in range(3):
+                await interaction.followup.send(f"more {i}")
+
+        task = await run(fake, client)
+        try:
+            await client.tree.sync()
+            channel = client.get_channel(fake.channel.id)
+            sent = [await channel.send(f"n{i}") for i in range(2)]
+            used = await fake.slash(fake.owner, "hello")  # the channel's bucket is spent
+            await fake.wait_for(lambda: len(used.followups) == 3, 5)
+            await sent[0].edit(content="edited")  # waits for the shared bucket
+            creates = [
+                r for r in fake.requests if r.route.startswith("/channels/{channel_id}/messages")
+            ]
+            assert [r.method for r in creates] == ["POST", "POST", "PATCH"]
+            assert creates[2].at - creates[0].at >= 0.5
+            assert used.response.at < creates[2].at
+            assert all(r.status != 429 for r in fake.requests)
+        finally:
+            await stop(client, task)
+
+
+async def test_enforce_nonce_returns_the_message_already_created(fake: FakeDiscord) -> None:
+    fake.rate_limit = RELAXED  # more creates in one channel than 5 per 5 s; not about the budget
+    client = Recorder()
+    task = await run(fake, client)
+    try:
+        channel = client.get_channel(fake.channel.id)
+        first = await channel.send("once", nonce="job-1")
+        again = await channel.send("once more", nonce="job-1")
+        assert again.id == first.id and again.content == "once"
+        fake.fail_next("POST /channels/{channel_id}/messages", status=500, after_commit=True)
+        kept = await channel.send("after a 500", nonce="job-2")  # discord.py retries the 500
+        assert [m.content for m in fake.messages_in()].count("after a 500") == 1
+        assert fake.messages[kept.id].content == "after a 500"
+        statuses = [r.status for r in fake.requests if r.method == "POST"]
+        assert statuses == [200, 200, 500, 200]
+        await channel.send("resent")  # discord.py's own nonce is new on every send() call
+        await channel.send("resent")
+        assert [m.content for m in fake.messages_in()].count("resent") == 2
+    finally:
+        await stop(client, task)
+
+
+async def test_connection_reset_with_and_without_commit(fake: FakeDiscord) -> None:
+    client = Recorder()
+    task = await run(fake, client)
+    try:
+        channel = client.get_channel(fake.channel.id)
+        fake.fail_next("POST /channels/{channel_id}/messages", reset=True)
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await channel.send("lost")
+        assert not [m for m in fake.messages_in() if m.content == "lost"]
+        fake.fail_next("POST /channels/{channel_id}/messages", reset=True, after_commit=True)
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await channel.send("made it")
+        assert [m.content for m in fake.messages_in()] == ["made it"]
+        assert (await channel.send("and on")).content == "and on"
+    finally:
+        await stop(client, task)
+
+
+async def test_attachments_that_lie_stream_or_point_elsewhere(fake: FakeDiscord) -> None:
+    client = Recorder()
+    urls: list[str] = []
+
+    @client.tree.command(description="Look at a photo")
+    async def look(interaction: discord.Interaction, photo: discord.Attachment) -> None:
+        urls.append(photo.url)
+        await interaction.response.send_message(f"{photo.size} bytes, I think")
+
+    task = await run(fake, client)
+    try:
+        await client.tree.sync()
+        alice = fake.add_user("alice")
+        photo = png(16, 16)
+        huge = 200 * 1024 * 1024
+        posted = await fake.post(
+            alice,
+            "look",
+            files=[
+                AttachmentSpec("small.png", photo, lie_size=1000, stream_bytes=huge),
+                AttachmentSpec("far.png", photo, url_host="evil.example"),
+                ("honest.png", photo),
+            ],
+        )
+        seen = await fake.wait_for(lambda: [m for m in client.seen if m.id == posted.id], 5)
+        lying, far, honest = seen[0].attachments
+        assert lying.size == 1000 and (lying.width, lying.height) == (16, 16)
+        assert far.url.startswith("http://evil.example/") and far.proxy_url.startswith(
+            "http://evil.example/"
+        )
+        async with aiohttp.ClientSession() as http, http.get(lying.url) as response:
+            assert "Content-Length" not in response.headers
+            head = await response.content.readexactly(len(photo))
+            assert head == photo
+            read = len(head)
+            while read < 4 * 1024 * 1024:
+                read += len(await response.content.read(64 * 1024))
+        stored = posted.files
+        await fake.wait_for(lambda: stored[0].fetches == 1, 5)
+        assert stored[0].bytes_served < huge
+        assert await honest.read() == photo and stored[2].fetches == 1
+        assert stored[1].fetches == 0  # never fetched from fakecord
+        spec = AttachmentSpec("p.png", photo, lie_size=10, url_host="evil.example")
+        used = await fake.slash(alice, "look", files={"photo": spec})
+        await fake.wait_for(lambda: used.original, 5)
+        assert used.original.content == "10 bytes, I think"
+        assert urls[0].startswith("http://evil.example/attachments/")
+        resolved = used.payload["data"]["resolved"]["attachments"]
+        assert next(iter(resolved.values()))["ephemeral"] is True
+    finally:
+        await stop(client, task)
+
+
+def test_the_spec_checker_finds_violations_and_tolerates_only_the_named_looseness() -> None:
+    spec = Spec()
+    route = "/channels/{channel_id}/messages"
+
+    def check(query: dict[str, str], request: object, status: int, response: object) -> str:
+        method = "GET" if request is None else "POST"
+        ex = Exchange(method, route, "/channels/12/messages", query, request, 0, status, response)
+        return "\n".join(spec.violations(ex))
+
+    sent = {"content": "hi", "message_reference": {"message_id": 12}, "nonce": 5}
+    assert check({}, sent, 429, {"message": "slow", "retry_after": 1.0, "global": False}) == ""
+    assert check({"limit": "5", "before": "12"}, None, 200, []) == ""
+    assert "2001 characters" in check({}, {"content": "x" * 2001}, 400, {"message": "", "code": 1})
+    assert "'type' is a required property" in check({}, sent, 200, {"id": "1"})
+    assert "'foo' is not in the spec" in check({"foo": "1"}, None, 200, [])
+    assert "limit='500'" in check({"limit": "500"}, None, 200, [])
+    assert "'code' is a required property" in check({}, sent, 500, {"message": "oops"})
+    assert "status 302" in check({}, sent, 302, None)
+    callback = Exchange(
+        "POST",
+        "/interactions/{interaction_id}/{token}/callback",
+        "/interactions/1/abc/callback",
+        {"with_response": "1"},
+        {"type": 5},
+        0,
+        200,
+        {"interaction": {"id": "1", "type": 2}, "resource": {"type": 5}},
+    )
+    assert "$.resource" in "\n".join(spec.violations(callback))

@@ -20,14 +20,18 @@ from aiohttp import web
 
 from . import interactions as ix
 from .gateway import MESSAGE_CONTENT_INTENT, PRIVILEGED_INTENTS, Gateway
-from .server import ROUTES, Failure, RequestRecord, build_app
+from .server import DISCORD, ROUTES, Budget, Exchange, Failure, RequestRecord, build_app
 from .state import (
     ADMINISTRATOR,
     MEMBER_PERMISSIONS,
+    PUBLIC_THREAD,
+    VIEW_CHANNEL,
+    AttachmentSpec,
     Channel,
     Guild,
     Member,
     Message,
+    Overwrite,
     Role,
     StoredFile,
     User,
@@ -36,6 +40,7 @@ from .state import (
 )
 
 MiB = 1024 * 1024
+GUILDS_INTENT = 1 << 0
 GUILD_MEMBERS_INTENT = 1 << 1
 GUILD_MESSAGES_INTENT = 1 << 9
 GUILD_MESSAGE_REACTIONS_INTENT = 1 << 10
@@ -57,7 +62,8 @@ class FakeDiscord:
         heartbeat_interval: float = 41.25,
         interaction_deadline: float = 3.0,
         interaction_token_lifetime: float = 15 * 60,
-        rate_limit: tuple[int, float] = (50, 1.0),
+        rate_limit: Budget | tuple[int, float] = DISCORD,
+        record: bool = False,
         bot_name: str = "stylebot",
         privileged_intents: int = PRIVILEGED_INTENTS,
     ) -> None:
@@ -66,6 +72,8 @@ class FakeDiscord:
         self.interaction_deadline = interaction_deadline
         self.interaction_token_lifetime = interaction_token_lifetime
         self.rate_limit = rate_limit
+        self.exchanges: list[Exchange] | None = [] if record else None
+        self.nonces: dict[tuple[int, str], tuple[Message, float]] = {}
         self.application_id = snowflake()
         self.bot_user = User(self.application_id, bot_name, bot=True)
         encoded_id = base64.b64encode(str(self.application_id).encode()).decode().rstrip("=")
@@ -174,18 +182,95 @@ class FakeDiscord:
         `attachment_size_limit`."""
         guild.upload_limit = limit
 
+    # ---- permissions -----------------------------------------------------------------------
+
+    def permissions_in(self, channel: Channel, user: User) -> int:
+        """`user`'s permissions in `channel`, computed as Discord does (0 if not a member)."""
+        guild = self.guilds[channel.guild_id]
+        return guild.permissions_in(channel, user.id) if user.id in guild.members else 0
+
+    def set_permissions(
+        self, channel: Channel, target: User | Role | Guild, *, allow: int = 0, deny: int = 0
+    ) -> None:
+        """Set `channel`'s overwrite for `target`: a member, a role, or the guild (its @everyone
+        role); allow=deny=0 removes it. Dispatched as CHANNEL_UPDATE. A thread has no overwrites
+        of its own: set them on its parent."""
+        if channel.is_thread:
+            raise ValueError("a thread follows its parent's overwrites; set them there")
+        if isinstance(target, Guild):
+            target = target.everyone
+        kind = 1 if isinstance(target, User) else 0
+        if not allow and not deny:
+            channel.overwrites.pop(target.id, None)
+        else:
+            channel.overwrites[target.id] = Overwrite(target.id, kind, allow, deny)
+        self.gateway.dispatch("CHANNEL_UPDATE", channel.payload(), GUILDS_INTENT)
+        self.changed()
+
+    def deny_bot(self, permissions: int, channel: Channel | None = None) -> None:
+        """Deny the bot `permissions` (e.g. ATTACH_FILES | READ_MESSAGE_HISTORY) in `channel`
+        (default `self.channel`) through its member overwrite, keeping what that denied."""
+        channel = channel or self.channel
+        current = channel.overwrites.get(self.bot_user.id, Overwrite(self.bot_user.id, 1))
+        self.set_permissions(
+            channel,
+            self.bot_user,
+            allow=current.allow & ~permissions,
+            deny=current.deny | permissions,
+        )
+
+    def set_role_permissions(self, role: Role, permissions: int) -> None:
+        """Change a role's guild-wide permissions; dispatched as GUILD_ROLE_UPDATE."""
+        role.permissions = permissions
+        guild = next(g for g in self.guilds.values() if role in g.roles)
+        data = {"guild_id": str(guild.id), "role": role.payload()}
+        self.gateway.dispatch("GUILD_ROLE_UPDATE", data, GUILDS_INTENT)
+        self.changed()
+
+    def add_thread(self, channel: Channel, name: str, owner: User | None = None) -> Channel:
+        """A public thread (type 11) in `channel`, started by `owner` (default the guild owner);
+        dispatched as THREAD_CREATE. Posting there needs SEND_MESSAGES_IN_THREADS."""
+        guild = self.guilds[channel.guild_id]
+        thread = Channel(
+            snowflake(),
+            name,
+            guild.id,
+            type=PUBLIC_THREAD,
+            parent=channel,
+            owner_id=(owner or self.owner).id,
+        )
+        guild.threads.append(thread)
+        self.channels[thread.id] = thread
+        self.gateway.dispatch(
+            "THREAD_CREATE", thread.payload() | {"newly_created": True}, GUILDS_INTENT
+        )
+        self.changed()
+        return thread
+
     def fail_next(
-        self, route: str, status: int = 429, retry_after: float = 0.5, count: int = 1
+        self,
+        route: str,
+        status: int = 429,
+        retry_after: float = 0.5,
+        count: int = 1,
+        *,
+        after_commit: bool = False,
+        reset: bool = False,
     ) -> None:
         """Answer the next `count` requests on `route` with `status` (429, 413, 500, ...).
 
         `route` is a template with an optional method, e.g.
-        `"POST /channels/{channel_id}/messages"` or `"/webhooks/{application_id}/{token}"`."""
+        `"POST /channels/{channel_id}/messages"` or `"/webhooks/{application_id}/{token}"`.
+        `after_commit`: carry the request out first (create and dispatch the message), then
+        answer the error. `reset`: close the connection without an HTTP answer (the client
+        raises aiohttp.ServerDisconnectedError); with `after_commit`, after carrying it out."""
         method, _, path = route.rpartition(" ")
         known = {(m, p) for m, p, _ in ROUTES}
         if (method and (method, path) not in known) or path not in {p for _, p in known}:
             raise ValueError(f"fakecord serves no route {route!r}; see server.ROUTES")
-        self.failures.append(Failure(method or None, path, status, retry_after, count))
+        self.failures.append(
+            Failure(method or None, path, status, retry_after, count, after_commit, reset)
+        )
 
     async def drop_gateway(self, code: int = 4000, *, down_for: float = 0.0) -> None:
         """Close the gateway with a resumable `code`; refuse new connections for `down_for` s,
@@ -206,14 +291,14 @@ class FakeDiscord:
         self,
         user: User,
         content: str = "",
-        files: list[FileSpec] | None = None,
+        files: list[FileSpec | AttachmentSpec] | None = None,
         channel: Channel | None = None,
         reply_to: Message | None = None,
     ) -> Message:
         """`user` posts in `channel` (default `self.channel`), with attachments and an optional
         reply; dispatched as MESSAGE_CREATE. Returns the stored message."""
         channel = channel or self.channel
-        stored = [self.store_upload(name, data, channel.id) for name, data in files or []]
+        stored = [self._attach(spec, channel) for spec in files or []]
         message = Message(
             id=snowflake(),
             channel_id=channel.id,
@@ -233,15 +318,14 @@ class FakeDiscord:
         user: User,
         name: str,
         options: dict[str, Any] | None = None,
-        files: dict[str, FileSpec] | None = None,
+        files: dict[str, FileSpec | AttachmentSpec] | None = None,
         channel: Channel | None = None,
     ) -> ix.Interaction:
         """`user` runs `/name` (e.g. "stylize", or "group sub") with option values and attachment
         options; the command must have been synced by the bot. Returns the Interaction."""
         channel = channel or self.channel
         stored = {
-            key: self.store_upload(fname, data, channel.id, ephemeral=True)
-            for key, (fname, data) in (files or {}).items()
+            key: self._attach(spec, channel, ephemeral=True) for key, spec in (files or {}).items()
         }
         return self._command_interaction(
             ix.APPLICATION_COMMAND, user, name, options or {}, stored, channel, focused=None
@@ -350,7 +434,7 @@ class FakeDiscord:
         self.changed()
 
     def ready_payload(self, session_id: str) -> dict[str, Any]:
-        user = self.bot_user.payload() | {"verified": True, "mfa_enabled": False, "email": None}
+        user = self.bot_user_payload() | {"email": None}
         return {
             "v": 10,
             "user": user,
@@ -366,6 +450,10 @@ class FakeDiscord:
             "geo_ordered_rtc_regions": [],
             "_trace": ["fakecord"],
         }
+
+    def bot_user_payload(self) -> dict[str, Any]:
+        """The bot's own user, as `GET /users/@me` and READY give it."""
+        return self.bot_user.payload() | {"verified": True, "mfa_enabled": False, "locale": "en-US"}
 
     def guild_payloads(self) -> list[dict[str, Any]]:
         return [g.create_payload() for g in self.guilds.values()]
@@ -403,6 +491,12 @@ class FakeDiscord:
             "approximate_guild_count": len(self.guilds),
             "redirect_uris": [],
             "interactions_endpoint_url": None,
+            "role_connections_verification_url": None,
+            "flags_new": str((1 << 19) | (1 << 15)),
+            "approximate_user_install_count": 0,
+            "approximate_user_authorization_count": 0,
+            "explicit_content_filter": 0,
+            "eligible_oauth2_scopes": ["bot", "applications.commands"],
         }
 
     def message_payload(self, message: Message, *, intents: int | None = None) -> dict[str, Any]:
@@ -425,7 +519,7 @@ class FakeDiscord:
         """Record an edit made through REST: new revision, MESSAGE_UPDATE, listeners."""
         message.edited_timestamp = iso_now()
         message.snapshot()
-        if not message.ephemeral:
+        if not message.ephemeral and self.bot_sees(message.channel_id):
             self.gateway.dispatch(
                 "MESSAGE_UPDATE",
                 lambda intents: self.message_payload(message, intents=intents),
@@ -435,7 +529,7 @@ class FakeDiscord:
 
     def deleted(self, message: Message) -> None:
         message.deleted = True
-        if not message.ephemeral:
+        if not message.ephemeral and self.bot_sees(message.channel_id):
             data = {
                 "id": str(message.id),
                 "channel_id": str(message.channel_id),
@@ -462,13 +556,34 @@ class FakeDiscord:
         self.files[stored.id] = stored
         return stored
 
+    def _attach(
+        self, spec: FileSpec | AttachmentSpec, channel: Channel, *, ephemeral: bool = False
+    ) -> StoredFile:
+        if not isinstance(spec, AttachmentSpec):
+            spec = AttachmentSpec(*spec)
+        return self.store_upload(
+            spec.filename,
+            spec.data,
+            channel.id,
+            ephemeral=ephemeral,
+            lie_size=spec.lie_size,
+            stream_bytes=spec.stream_bytes,
+            url_host=spec.url_host,
+        )
+
     def mentions_in(self, content: str) -> list[User]:
         ids = dict.fromkeys(int(m) for m in _MENTION.findall(content))
         return [self.users[i] for i in ids if i in self.users]
 
+    def bot_sees(self, channel_id: int) -> bool:
+        """Whether the bot may view the channel (Discord sends it no events from others)."""
+        channel = self.channels[channel_id]
+        guild = self.guilds[channel.guild_id]
+        return bool(guild.permissions_in(channel, self.bot_user.id) & VIEW_CHANNEL)
+
     def add_message(self, message: Message) -> None:
         self.messages[message.id] = message
-        if not message.ephemeral:
+        if not message.ephemeral and self.bot_sees(message.channel_id):
             self.gateway.dispatch(
                 "MESSAGE_CREATE",
                 lambda intents: self.message_payload(message, intents=intents),
@@ -496,9 +611,8 @@ class FakeDiscord:
             raise ValueError(f"{user.name} is not a member of {guild.name}")
         iid = snowflake()
         token = f"aW50ZXJhY3Rpb246{iid}:{secrets.token_urlsafe(48)}"
-        member = guild.members[user.id].payload() | {
-            "permissions": str(guild.permissions_of(user.id))
-        }
+        allowed = str(guild.permissions_in(channel, user.id))
+        member = guild.members[user.id].payload() | {"permissions": allowed}
         payload: dict[str, Any] = {
             "id": str(iid),
             "application_id": str(self.application_id),
@@ -507,11 +621,11 @@ class FakeDiscord:
             "guild_id": str(guild.id),
             "guild": {"id": str(guild.id), "locale": "en-US", "features": []},
             "channel_id": str(channel.id),
-            "channel": channel.payload() | {"permissions": str(guild.permissions_of(user.id))},
+            "channel": channel.payload() | {"permissions": allowed},
             "member": member,
             "token": token,
             "version": 1,
-            "app_permissions": str(guild.permissions_of(self.bot_user.id)),
+            "app_permissions": str(guild.permissions_in(channel, self.bot_user.id)),
             "locale": "en-US",
             "guild_locale": "en-US",
             "entitlements": [],

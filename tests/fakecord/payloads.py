@@ -22,9 +22,12 @@ if TYPE_CHECKING:
 
 # Flags a bot may set on a message: SUPPRESS_EMBEDS, EPHEMERAL, SUPPRESS_NOTIFICATIONS,
 # IS_COMPONENTS_V2.
+MESSAGE_FILES_LIMIT = 25 * 1024 * 1024  # all files of one message together
 SETTABLE_FLAGS = (1 << 2) | (1 << 6) | (1 << 12) | (1 << 15)
 _COMMAND_NAME = re.compile(r"^[-_\w]{1,32}$")
 _FILE_FIELD = re.compile(r"files\[(\d+)\]|file(\d*)")
+# (JSON payload, number of files) as read_body parsed them, for the recorder
+BODY: web.RequestKey[tuple[Any, int]] = web.RequestKey("fakecord.body", tuple)
 
 
 class ApiError(Exception):
@@ -82,6 +85,7 @@ async def read_body(request: web.Request) -> tuple[dict[str, Any], list[Upload]]
             index = int(match.group(1) or match.group(2) or 0)
             data = bytes(await part.read())  # type: ignore[union-attr]
             uploads.append(Upload(index, part.filename or "unknown", data))  # type: ignore[union-attr]
+        request[BODY] = (payload, len(uploads))
         return payload, uploads
     if not request.can_read_body:
         return {}, []
@@ -89,6 +93,7 @@ async def read_body(request: web.Request) -> tuple[dict[str, Any], list[Upload]]
         body = await request.json()
     except ValueError as err:
         raise ApiError(400, 50109, "The request body contains invalid JSON.") from err
+    request[BODY] = (body, 0)
     return (body if isinstance(body, dict) else {"_": body}), []
 
 
@@ -106,6 +111,8 @@ def message_fields(
     for upload in uploads:
         if len(upload.data) > guild.upload_limit:
             raise ApiError(413, 40005, "Request entity too large")
+    if sum(len(u.data) for u in uploads) > MESSAGE_FILES_LIMIT:
+        raise ApiError(413, 40005, "Request entity too large")
     if len(uploads) > 10:
         raise _invalid("files", "Must be 10 or fewer in length.")
     fields: dict[str, Any] = {}
@@ -116,7 +123,7 @@ def message_fields(
     elif "embed" in payload:
         fields["embeds"] = [payload["embed"]] if payload["embed"] else []
     if "components" in payload or not partial:
-        fields["components"] = list(payload.get("components") or [])
+        fields["components"] = number_components(list(payload.get("components") or []))
     if "flags" in payload or not partial:
         flags = int(payload.get("flags") or 0)
         if flags & ~SETTABLE_FLAGS:
@@ -138,6 +145,32 @@ def message_fields(
         fields["embeds"] = _resolve_attachment_urls(hub, fields["embeds"], fields.get("files"))
     _check(fields, existing)
     return fields
+
+
+def number_components(components: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Copies of `components` where every component has Discord's `id`: the ids the bot gave,
+    and for the rest the lowest unused numbers from 1, in the order they appear."""
+    copies = json.loads(json.dumps(components))
+    flat: list[dict[str, Any]] = []
+
+    def walk(items: list[Any]) -> None:
+        for item in items:
+            if isinstance(item, dict):
+                flat.append(item)
+                walk(item.get("components") or [])
+                if isinstance(item.get("accessory"), dict):
+                    walk([item["accessory"]])
+
+    walk(copies)
+    taken = {item["id"] for item in flat if isinstance(item.get("id"), int)}
+    number = 0
+    for item in flat:
+        if not isinstance(item.get("id"), int):
+            number += 1
+            while number in taken:
+                number += 1
+            item["id"] = number
+    return copies
 
 
 def apply_attachments(

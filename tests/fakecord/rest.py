@@ -3,12 +3,28 @@ and the CDN that serves uploaded attachments."""
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from .payloads import ApiError, Upload, check_command, json_response, message_fields, read_body
-from .state import EPHEMERAL, LOADING, Channel, Guild, Message, snowflake
+from .state import (
+    ADD_REACTIONS,
+    ATTACH_FILES,
+    EPHEMERAL,
+    LOADING,
+    MANAGE_MESSAGES,
+    READ_MESSAGE_HISTORY,
+    VIEW_CHANNEL,
+    Channel,
+    Guild,
+    Message,
+    snowflake,
+)
+
+NONCE_WINDOW = 5 * 60.0  # s a nonce with enforce_nonce is remembered for (Discord: "a few minutes")
+CDN_CHUNK = 64 * 1024
 
 if TYPE_CHECKING:
     from .emulator import FakeDiscord
@@ -37,7 +53,7 @@ class Rest:
     # ---- identity, gateway, application ----------------------------------------------------
 
     async def me(self, request: web.Request) -> web.Response:
-        return json_response(self.hub.bot_user.payload() | {"verified": True})
+        return json_response(self.hub.bot_user_payload())
 
     async def user(self, request: web.Request) -> web.Response:
         user = self.hub.users.get(int(request.match_info["user_id"]))
@@ -123,6 +139,9 @@ class Rest:
                 "default_member_permissions": body.get("default_member_permissions"),
                 "nsfw": body.get("nsfw", False),
                 "options": body.get("options", []),
+                # discord.py sends null for "the default"; Discord answers the default.
+                "integration_types": body.get("integration_types") or [0],
+                "contexts": body.get("contexts") or [0, 1, 2],
             }
             | ({"guild_id": str(scope)} if scope else {})
         )
@@ -136,10 +155,21 @@ class Rest:
         return guild
 
     def _channel(self, request: web.Request) -> Channel:
+        """The channel of the request, which the bot must be able to view (50001 otherwise)."""
         channel = self.hub.channels.get(int(request.match_info["channel_id"]))
         if channel is None:
             raise ApiError(404, 10003, "Unknown Channel")
+        if not self._allowed(channel) & VIEW_CHANNEL:
+            raise ApiError(403, 50001, "Missing Access")
         return channel
+
+    def _allowed(self, channel: Channel) -> int:
+        """The bot's permissions in `channel`."""
+        return self.hub.permissions_in(channel, self.hub.bot_user)
+
+    def _need(self, channel: Channel, permission: int) -> None:
+        if not self._allowed(channel) & permission:
+            raise ApiError(403, 50013, "Missing Permissions")
 
     def _message(self, request: web.Request) -> Message:
         channel = self._channel(request)
@@ -156,7 +186,7 @@ class Rest:
         }
         return json_response(body)
 
-    async def guild_channels(self, request: web.Request) -> web.Response:
+    async def guild_channels(self, request: web.Request) -> web.Response:  # threads not listed
         return json_response([c.payload() for c in self._guild(request).channels])
 
     async def guild_roles(self, request: web.Request) -> web.Response:
@@ -175,6 +205,8 @@ class Rest:
 
     async def history(self, request: web.Request) -> web.Response:
         channel = self._channel(request)
+        if not self._allowed(channel) & READ_MESSAGE_HISTORY:
+            return json_response([])  # as Discord: an empty history, not an error
         limit = max(1, min(100, int(request.query.get("limit", 50))))
         before = int(request.query.get("before", 1 << 63))
         after = int(request.query.get("after", 0))
@@ -194,6 +226,17 @@ class Rest:
     async def create_message(self, request: web.Request) -> web.Response:
         channel = self._channel(request)
         payload, uploads = await read_body(request)
+        self._need(channel, channel.send_permission)
+        if uploads:
+            self._need(channel, ATTACH_FILES)
+        if payload.get("message_reference"):
+            self._need(channel, READ_MESSAGE_HISTORY)
+        nonce = payload.get("nonce")
+        enforced = nonce is not None and payload.get("enforce_nonce") is True
+        if enforced:
+            earlier = self._nonce_message(channel, nonce)
+            if earlier is not None:
+                return json_response(self.hub.message_payload(earlier))
         guild = self.hub.guilds[channel.guild_id]
         fields = message_fields(self.hub, payload, uploads, guild, channel, existing=None)
         if fields["flags"] & EPHEMERAL:
@@ -204,13 +247,27 @@ class Rest:
             guild_id=channel.guild_id,
             author=self.hub.bot_user,
             mentions=self.hub.mentions_in(fields["content"]),
+            nonce=nonce,
             **fields,
         )
+        if enforced:
+            self.hub.nonces[(channel.id, str(nonce))] = (message, time.monotonic())
         self.hub.add_message(message)
         return json_response(self.hub.message_payload(message))
 
+    def _nonce_message(self, channel: Channel, nonce: str | int) -> Message | None:
+        """The bot's message created in `channel` with `nonce` (and enforce_nonce) within the
+        last NONCE_WINDOW s, if it still exists."""
+        found = self.hub.nonces.get((channel.id, str(nonce)))
+        if found is None or time.monotonic() - found[1] > NONCE_WINDOW or found[0].deleted:
+            return None
+        return found[0]
+
     async def get_message(self, request: web.Request) -> web.Response:
-        return json_response(self.hub.message_payload(self._message(request)))
+        message = self._message(request)
+        if not self._allowed(self.hub.channels[message.channel_id]) & READ_MESSAGE_HISTORY:
+            raise ApiError(403, 50001, "Missing Access")
+        return json_response(self.hub.message_payload(message))
 
     async def edit_message(self, request: web.Request) -> web.Response:
         message = self._message(request)
@@ -222,12 +279,13 @@ class Rest:
     async def delete_message(self, request: web.Request) -> web.Response:
         message = self._message(request)
         if message.author.id != self.hub.bot_user.id:
-            raise ApiError(403, 50013, "Missing Permissions")
+            self._need(self.hub.channels[message.channel_id], MANAGE_MESSAGES)
         self.hub.deleted(message)
         return web.Response(status=204)
 
     async def typing(self, request: web.Request) -> web.Response:
         channel = self._channel(request)
+        self._need(channel, channel.send_permission)
         self.hub.typing[channel.id] = self.hub.typing.get(channel.id, 0) + 1
         self.hub.changed()
         return web.Response(status=204)
@@ -235,6 +293,10 @@ class Rest:
     async def add_reaction(self, request: web.Request) -> web.Response:
         message = self._message(request)
         emoji = request.match_info["emoji"]
+        channel = self.hub.channels[message.channel_id]
+        self._need(channel, READ_MESSAGE_HISTORY)
+        if not message.reactions.get(emoji):
+            self._need(channel, ADD_REACTIONS)
         message.reactions.setdefault(emoji, set()).add(self.hub.bot_user.id)
         self.hub.changed()
         return web.Response(status=204)
@@ -245,9 +307,33 @@ class Rest:
         self.hub.changed()
         return web.Response(status=204)
 
-    async def cdn(self, request: web.Request) -> web.Response:
+    async def cdn(self, request: web.Request) -> web.StreamResponse:
         stored = self.hub.files.get(int(request.match_info["file_id"]))
         if stored is None or stored.filename != request.match_info["filename"]:
             raise web.HTTPNotFound()
+        stored.fetches += 1
+        self.hub.changed()
         headers = {"Content-Type": stored.content_type or "application/octet-stream"}
-        return web.Response(body=stored.data, headers=headers)
+        if stored.stream_bytes is None:
+            stored.bytes_served += stored.size
+            return web.Response(body=stored.data, headers=headers)
+        response = web.StreamResponse(headers=headers)
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        left = stored.stream_bytes
+        head = stored.data[:left]
+        zeros = bytes(CDN_CHUNK)
+        try:
+            if head:
+                await response.write(head)
+                stored.bytes_served += len(head)
+                left -= len(head)
+            while left > 0:
+                chunk = zeros[: min(left, CDN_CHUNK)]
+                await response.write(chunk)
+                stored.bytes_served += len(chunk)
+                left -= len(chunk)
+            await response.write_eof()
+        except (ConnectionError, RuntimeError):
+            pass  # the client stopped reading: what a capped download does
+        return response

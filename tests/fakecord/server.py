@@ -1,22 +1,26 @@
 """The aiohttp application: the route table (REST under /api/v10, the CDN, the gateway) and
-the middleware that gives every API answer Discord's shape: latency, bot-token auth, planned
-faults (`fail_next`), per-bucket rate limits with X-RateLimit-* headers, and JSON errors
-`{"message", "code"}`."""
+the middleware that gives every API answer Discord's shape: latency, bot-token auth, Discord's
+rate limits (a `Budget`: per-channel message bucket, per-token webhook bucket, per-route
+buckets, the global limit) with X-RateLimit-* headers on every answer, planned faults
+(`fail_next`: an error status, after carrying the request out or not, or a connection reset),
+JSON errors `{"message", "code"}`, and the opt-in recorder of whole exchanges."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import json
 import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from .payloads import ApiError, json_response
+from .payloads import BODY, ApiError, json_response, read_body
 from .rest import Rest
 from .webhooks import InteractionRoutes
 
@@ -36,16 +40,46 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @dataclass
 class Failure:
-    """A planned fault: the next `count` requests matching `method route` get `status`."""
+    """A planned fault: the next `count` requests matching `method route` get `status` (or, with
+    `reset`, a connection closed without an answer). With `after_commit` the request is carried
+    out first (the message is created and dispatched) and only its answer is lost."""
 
     method: str | None
     route: str
     status: int
     retry_after: float
     count: int
+    after_commit: bool = False
+    reset: bool = False
 
     def matches(self, method: str, route: str) -> bool:
         return self.route == route and self.method in (None, method)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Discord's rate limits as (requests, window in s); None means unlimited.
+
+    `messages`: one bucket per channel shared by POST/PATCH/DELETE on its messages; `webhooks`:
+    one bucket per interaction token (follow-ups and @original); `routes`: one bucket per route
+    and major parameter for everything else (interaction callbacks included); `global_limit`:
+    all requests of the bot token except interaction callbacks and webhooks."""
+
+    messages: tuple[int, float] | None = (5, 5.0)
+    webhooks: tuple[int, float] | None = (5, 2.0)
+    routes: tuple[int, float] | None = (50, 1.0)
+    global_limit: tuple[int, float] | None = (50, 1.0)
+
+    @classmethod
+    def of(cls, value: Budget | tuple[int, float]) -> Budget:
+        """A Budget as is; a bare (requests, window) applies to every bucket, without global."""
+        if isinstance(value, Budget):
+            return value
+        return cls(messages=value, webhooks=value, routes=value, global_limit=None)
+
+
+DISCORD = Budget()
+RELAXED = Budget(messages=(50, 1.0), webhooks=(50, 1.0), routes=(50, 1.0), global_limit=None)
 
 
 @dataclass(frozen=True)
@@ -58,6 +92,25 @@ class RequestRecord:
     path: str
     status: int
     at: float
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One REST request and its answer, bodies included (JSON, or a multipart payload_json)."""
+
+    method: str
+    route: str  # fakecord's template, e.g. /channels/{channel_id}/messages
+    path: str  # under /api/v10, e.g. /channels/123/messages
+    query: dict[str, str]
+    request: Any  # the JSON body; None when there was none
+    files: int  # file parts of a multipart body
+    status: int
+    response: Any  # the JSON answer; None when the body was empty
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        query = "?" + "&".join(f"{k}={v}" for k, v in self.query.items()) if self.query else ""
+        return f"{self.method} {self.path}{query} -> {self.status}"
 
 
 ROUTES: list[tuple[str, str, str]] = [
@@ -108,7 +161,7 @@ ROUTES: list[tuple[str, str, str]] = [
 def build_app(hub: FakeDiscord) -> web.Application:
     app = web.Application(client_max_size=512 * 1024 * 1024, middlewares=[_api_middleware])
     app[HUB] = hub
-    app[LIMITS] = _RateLimits(*hub.rate_limit)
+    app[LIMITS] = _RateLimits(hub)
     rest = Rest(hub)
     hooks = InteractionRoutes(hub)
     app.add_routes(
@@ -127,55 +180,114 @@ def build_app(hub: FakeDiscord) -> web.Application:
 
 @dataclass
 class _Bucket:
+    limit: int
+    window: float
     reset_at: float
     remaining: int
+    hash: str
+
+
+_MESSAGE_ROUTES = (
+    "/channels/{channel_id}/messages",
+    "/channels/{channel_id}/messages/{message_id}",
+)
 
 
 class _RateLimits:
-    """Discord-style buckets: `limit` requests per `window` s per route and major parameter."""
+    """Discord-style buckets, following the hub's `rate_limit` (which a test may change)."""
 
-    def __init__(self, limit: int, window: float) -> None:
-        self.limit, self.window = limit, window
+    def __init__(self, hub: FakeDiscord) -> None:
+        self.hub = hub
         self.buckets: dict[tuple[str, str], _Bucket] = {}
+        self.global_bucket: _Bucket | None = None
 
-    def take(self, key: tuple[str, str]) -> _Bucket:
-        now = time.time()
+    def classify(
+        self, method: str, route: str, match: dict[str, str]
+    ) -> tuple[tuple[str, str], tuple[int, float] | None, str]:
+        """The bucket key, its limit and its advertised hash for a request."""
+        budget = Budget.of(self.hub.rate_limit)
+        if route in _MESSAGE_ROUTES and method in ("POST", "PATCH", "DELETE"):
+            return ("messages", match["channel_id"]), budget.messages, "messages"
+        if route.startswith("/webhooks/"):
+            return ("webhook", match["token"]), budget.webhooks, "webhook"
+        key = f"{method} {route}"
+        major = ":".join(match.get(k, "") for k in _MAJOR)
+        return (key, major), budget.routes, key
+
+    def _bucket(
+        self, key: tuple[str, str], limit: tuple[int, float], name: str, now: float
+    ) -> _Bucket:
         bucket = self.buckets.get(key)
+        if bucket is None or now >= bucket.reset_at or (bucket.limit, bucket.window) != limit:
+            digest = hashlib.sha1(name.encode()).hexdigest()[:16]
+            bucket = _Bucket(limit[0], limit[1], now + limit[1], limit[0], digest)
+            self.buckets[key] = bucket
+        return bucket
+
+    def take_global(self, route: str) -> float:
+        """0 when a request may pass the global limit, else the seconds to wait."""
+        limit = Budget.of(self.hub.rate_limit).global_limit
+        if limit is None or route.startswith(_UNAUTHENTICATED):
+            return 0.0
+        now = time.time()
+        bucket = self.global_bucket
         if bucket is None or now >= bucket.reset_at:
-            bucket = self.buckets[key] = _Bucket(now + self.window, self.limit)
+            bucket = self.global_bucket = _Bucket(limit[0], limit[1], now + limit[1], limit[0], "")
+        if bucket.remaining <= 0:
+            return max(0.001, bucket.reset_at - now)
+        bucket.remaining -= 1
+        return 0.0
+
+    def take(
+        self, key: tuple[str, str], limit: tuple[int, float] | None, name: str
+    ) -> tuple[dict[str, str], float]:
+        """Spend one request from the bucket: its headers, and 0 or the seconds to wait."""
+        if limit is None:
+            return {}, 0.0
+        now = time.time()
+        bucket = self._bucket(key, limit, name, now)
+        wait = 0.0
         if bucket.remaining > 0:
             bucket.remaining -= 1
-            return bucket
-        raise _Limited(bucket)
+        else:
+            wait = max(0.001, bucket.reset_at - now)
+        return self.headers(bucket, now), wait
 
-    def headers(self, route_key: str, bucket: _Bucket) -> dict[str, str]:
+    def peek(self, key: tuple[str, str], limit: tuple[int, float] | None, name: str) -> dict:
+        """The bucket's headers without spending from it."""
+        if limit is None:
+            return {}
         now = time.time()
+        return self.headers(self._bucket(key, limit, name, now), now)
+
+    @staticmethod
+    def headers(bucket: _Bucket, now: float) -> dict[str, str]:
         return {
-            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Limit": str(bucket.limit),
             "X-RateLimit-Remaining": str(bucket.remaining),
             "X-RateLimit-Reset": f"{bucket.reset_at:.3f}",
             "X-RateLimit-Reset-After": f"{max(0.0, bucket.reset_at - now):.3f}",
-            "X-RateLimit-Bucket": hashlib.sha1(route_key.encode()).hexdigest()[:16],
+            "X-RateLimit-Bucket": bucket.hash,
         }
 
 
-class _Limited(Exception):
-    def __init__(self, bucket: _Bucket) -> None:
-        self.bucket = bucket
+def _json_error(
+    status: int, code: int, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return json_response({"message": message, "code": code}, status=status, headers=headers)
 
 
-def _json_error(status: int, code: int, message: str, **extra: Any) -> web.Response:
-    return json_response({"message": message, "code": code, **extra}, status=status)
-
-
-def _too_many(retry_after: float, headers: dict[str, str]) -> web.Response:
-    body = {"message": "You are being rate limited.", "retry_after": retry_after, "global": False}
+def _too_many(retry_after: float, headers: dict[str, str], *, scope: str = "user") -> web.Response:
+    glob = scope == "global"
+    body = {"message": "You are being rate limited.", "retry_after": retry_after, "global": glob}
     headers = headers | {
         "Retry-After": str(math.ceil(retry_after)),
         "X-RateLimit-Remaining": "0",
-        "X-RateLimit-Scope": "user",
+        "X-RateLimit-Scope": scope,
         "Via": "1.1 google",
     }
+    if glob:
+        headers["X-RateLimit-Global"] = "true"
     return json_response(body, status=429, headers=headers)
 
 
@@ -183,10 +295,14 @@ def _planned(status: int, retry_after: float, headers: dict[str, str]) -> web.Re
     if status == 429:
         return _too_many(retry_after, headers)
     if status == 413:
-        return _json_error(413, 40005, "Request entity too large")
+        return _json_error(413, 40005, "Request entity too large", headers)
     if status >= 500:
-        return _json_error(status, 0, f"{status}: Internal Server Error")
-    return _json_error(status, 0, f"{status}: planned failure")
+        return _json_error(status, 0, f"{status}: Internal Server Error", headers)
+    return _json_error(status, 0, f"{status}: planned failure", headers)
+
+
+class _Reset(Exception):
+    """Raised to drop the connection without an HTTP answer."""
 
 
 @web.middleware
@@ -198,32 +314,41 @@ async def _api_middleware(request: web.Request, handler: Handler) -> web.StreamR
     route = resource.canonical[len(API) :] if resource is not None else request.path[len(API) :]
     if hub.latency:
         await asyncio.sleep(hub.latency)
-    response = await _answer(request, handler, hub, route)
+    try:
+        response = await _answer(request, handler, hub, route)
+    except _Reset:
+        hub.record_request(RequestRecord(request.method, route, request.path, 0, time.monotonic()))
+        assert request.transport is not None
+        request.transport.abort()
+        raise asyncio.CancelledError() from None
     hub.record_request(
         RequestRecord(request.method, route, request.path, response.status, time.monotonic())
     )
+    if hub.exchanges is not None:
+        hub.exchanges.append(await _exchange(request, route, response))
     return response
 
 
 async def _answer(
     request: web.Request, handler: Handler, hub: FakeDiscord, route: str
 ) -> web.StreamResponse:
+    limits = request.app[LIMITS]
+    key, limit, name = limits.classify(request.method, route, dict(request.match_info))
     if not route.startswith(_UNAUTHENTICATED) and (
         request.headers.get("Authorization") != f"Bot {hub.token}"
     ):
-        return _json_error(401, 0, "401: Unauthorized")
-    limits = request.app[LIMITS]
-    route_key = f"{request.method} {route}"
-    major = ":".join(request.match_info.get(k, "") for k in _MAJOR)
-    try:
-        bucket = limits.take((route_key, major))
-    except _Limited as limited:
-        headers = limits.headers(route_key, limited.bucket)
-        return _too_many(max(0.0, limited.bucket.reset_at - time.time()), headers)
-    headers = limits.headers(route_key, bucket)
+        return _json_error(401, 0, "401: Unauthorized", limits.peek(key, limit, name))
+    wait = limits.take_global(route)
+    if wait:
+        return _too_many(wait, limits.peek(key, limit, name), scope="global")
+    headers, wait = limits.take(key, limit, name)
+    if wait:
+        return _too_many(wait, headers)
     failure = hub.take_failure(request.method, route)
-    if failure is not None:
-        await request.read()
+    if failure is not None and not failure.after_commit:
+        await _read_quietly(request)
+        if failure.reset:
+            raise _Reset()
         return _planned(failure.status, failure.retry_after, headers)
     try:
         response = await handler(request)
@@ -235,5 +360,36 @@ async def _answer(
         # An emulator bug: answer 400 (a 500 would make discord.py retry for half a minute).
         log.exception("fakecord failed on %s %s", request.method, route)
         response = _json_error(400, 0, f"fakecord bug: {err!r}")
+    if failure is not None:  # carried out; only the answer is lost
+        if failure.reset:
+            raise _Reset()
+        return _planned(failure.status, failure.retry_after, headers)
     response.headers.update(headers)
     return response
+
+
+async def _read_quietly(request: web.Request) -> None:
+    """Consume the body of a request that is refused (and keep it for the recorder)."""
+    with contextlib.suppress(ApiError, ValueError):
+        await read_body(request)
+
+
+async def _exchange(request: web.Request, route: str, response: web.StreamResponse) -> Exchange:
+    body = request.get(BODY)
+    if body is None and request.body_exists and request.content_type == "application/json":
+        raw = await request.read()
+        body = (json.loads(raw), 0) if raw else None
+    answer = None
+    if isinstance(response, web.Response) and response.body:
+        answer = json.loads(bytes(response.body))  # type: ignore[arg-type]
+    return Exchange(
+        method=request.method,
+        route=route,
+        path=request.path[len(API) :],
+        query=dict(request.query),
+        request=body[0] if body else None,
+        files=body[1] if body else 0,
+        status=response.status,
+        response=answer,
+        headers={k: v for k, v in response.headers.items() if k.lower().startswith("x-rate")},
+    )

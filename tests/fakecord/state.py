@@ -17,24 +17,31 @@ from typing import Any
 
 DISCORD_EPOCH_MS = 1420070400000
 
-# Permission bits used by the default roles (see Discord's permission table).
+# Permission bits (see Discord's permission table).
+ADMINISTRATOR = 1 << 3
+ADD_REACTIONS = 1 << 6
+SEND_TTS_MESSAGES = 1 << 12
+MANAGE_MESSAGES = 1 << 13
 VIEW_CHANNEL = 1 << 10
 SEND_MESSAGES = 1 << 11
 EMBED_LINKS = 1 << 14
 ATTACH_FILES = 1 << 15
 READ_MESSAGE_HISTORY = 1 << 16
-ADD_REACTIONS = 1 << 6
+MENTION_EVERYONE = 1 << 17
 USE_APPLICATION_COMMANDS = 1 << 31
-ADMINISTRATOR = 1 << 3
+SEND_MESSAGES_IN_THREADS = 1 << 38
+ALL_PERMISSIONS = (1 << 53) - 1
 MEMBER_PERMISSIONS = (
     VIEW_CHANNEL
     | SEND_MESSAGES
+    | SEND_MESSAGES_IN_THREADS
     | EMBED_LINKS
     | ATTACH_FILES
     | READ_MESSAGE_HISTORY
     | ADD_REACTIONS
     | USE_APPLICATION_COMMANDS
 )
+GUILD_TEXT, PUBLIC_THREAD = 0, 11
 
 EPHEMERAL = 1 << 6
 LOADING = 1 << 7
@@ -76,6 +83,25 @@ class User:
             "bot": self.bot,
             "public_flags": 0,
             "flags": 0,
+            "primary_guild": None,
+        }
+
+
+@dataclass
+class Overwrite:
+    """A channel's permission overwrite for a role (type 0) or a member (type 1)."""
+
+    id: int
+    type: int
+    allow: int = 0
+    deny: int = 0
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "id": str(self.id),
+            "type": self.type,
+            "allow": str(self.allow),
+            "deny": str(self.deny),
         }
 
 
@@ -105,26 +131,60 @@ class Role:
 
 @dataclass
 class Channel:
+    """A guild text channel, or a public thread (type 11) in `parent`."""
+
     id: int
     name: str
     guild_id: int
     position: int = 0
-    type: int = 0  # GUILD_TEXT
+    type: int = GUILD_TEXT
+    overwrites: dict[int, Overwrite] = field(default_factory=dict)
+    parent: Channel | None = None
+    owner_id: int | None = None
+    created: str = field(default_factory=iso_now)
+
+    @property
+    def is_thread(self) -> bool:
+        return self.type == PUBLIC_THREAD
+
+    @property
+    def send_permission(self) -> int:
+        """What a member needs to post here: SEND_MESSAGES, or in a thread
+        SEND_MESSAGES_IN_THREADS."""
+        return SEND_MESSAGES_IN_THREADS if self.is_thread else SEND_MESSAGES
 
     def payload(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "id": str(self.id),
             "type": self.type,
             "guild_id": str(self.guild_id),
             "name": self.name,
-            "position": self.position,
-            "permission_overwrites": [],
-            "topic": None,
-            "nsfw": False,
             "last_message_id": None,
             "rate_limit_per_user": 0,
-            "parent_id": None,
             "flags": 0,
+        }
+        if self.parent is not None:
+            data |= {
+                "parent_id": str(self.parent.id),
+                "owner_id": str(self.owner_id),
+                "message_count": 0,
+                "member_count": 1,
+                "total_message_sent": 0,
+                "thread_metadata": {
+                    "archived": False,
+                    "archive_timestamp": self.created,
+                    "auto_archive_duration": 1440,
+                    "locked": False,
+                    "create_timestamp": self.created,
+                },
+            }
+            return data
+        return data | {
+            "position": self.position,
+            "permission_overwrites": [o.payload() for o in self.overwrites.values()],
+            "topic": None,
+            "nsfw": False,
+            "parent_id": None,
         }
 
 
@@ -138,6 +198,7 @@ class Member:
         data: dict[str, Any] = {
             "nick": None,
             "avatar": None,
+            "banner": None,
             "roles": [str(r) for r in self.roles],
             "joined_at": self.joined_at,
             "premium_since": None,
@@ -161,6 +222,7 @@ class Guild:
     premium_tier: int = 0
     roles: list[Role] = field(default_factory=list)
     channels: list[Channel] = field(default_factory=list)
+    threads: list[Channel] = field(default_factory=list)
     members: dict[int, Member] = field(default_factory=dict)
 
     @property
@@ -168,14 +230,43 @@ class Guild:
         return self.roles[0]
 
     def permissions_of(self, user_id: int) -> int:
+        """The member's guild-wide permissions: @everyone and their roles; the owner and
+        ADMINISTRATOR have every permission."""
         member = self.members[user_id]
         if user_id == self.owner_id:
-            return (1 << 53) - 1
+            return ALL_PERMISSIONS
         value = self.everyone.permissions
         for role in self.roles:
             if role.id in member.roles:
                 value |= role.permissions
-        return (1 << 53) - 1 if value & ADMINISTRATOR else value
+        return ALL_PERMISSIONS if value & ADMINISTRATOR else value
+
+    def permissions_in(self, channel: Channel, user_id: int) -> int:
+        """The member's permissions in `channel` as Discord computes them: the guild base, then
+        the channel's overwrites for @everyone, for the member's roles (together) and for the
+        member. A thread follows its parent's overwrites. Without VIEW_CHANNEL nothing is
+        allowed; without the permission to send, neither are files, embeds nor mentions."""
+        value = self.permissions_of(user_id)
+        if value & ADMINISTRATOR:
+            return value
+        overwrites = (channel.parent or channel).overwrites
+        everyone = overwrites.get(self.id)
+        if everyone is not None:
+            value = (value & ~everyone.deny) | everyone.allow
+        allow = deny = 0
+        for role_id in self.members[user_id].roles:
+            found = overwrites.get(role_id)
+            if found is not None and found.type == 0:
+                allow, deny = allow | found.allow, deny | found.deny
+        value = (value & ~deny) | allow
+        own = overwrites.get(user_id)
+        if own is not None and own.type == 1:
+            value = (value & ~own.deny) | own.allow
+        if not value & VIEW_CHANNEL:
+            return 0
+        if not value & channel.send_permission:
+            value &= ~(SEND_TTS_MESSAGES | MENTION_EVERYONE | ATTACH_FILES | EMBED_LINKS)
+        return value
 
     def payload(self) -> dict[str, Any]:
         """The guild object (as `GET /guilds/{id}` returns it)."""
@@ -209,7 +300,17 @@ class Guild:
             "premium_subscription_count": 0,
             "preferred_locale": "en-US",
             "nsfw_level": 0,
+            "nsfw": False,
             "premium_progress_bar_enabled": False,
+            "home_header": None,
+            "region": "deprecated",
+            "widget_enabled": False,
+            "widget_channel_id": None,
+            "max_presences": None,
+            "max_stage_video_channel_users": 50,
+            "max_video_channel_users": 25,
+            "safety_alerts_channel_id": None,
+            "incidents_data": None,
         }
 
     def create_payload(self) -> dict[str, Any]:
@@ -223,7 +324,7 @@ class Guild:
                 "member_count": len(self.members),
                 "members": [m.payload() for m in self.members.values()],
                 "channels": [c.payload() for c in self.channels],
-                "threads": [],
+                "threads": [t.payload() for t in self.threads],
                 "presences": [],
                 "voice_states": [],
                 "stage_instances": [],
@@ -232,6 +333,20 @@ class Guild:
             }
         )
         return data
+
+
+@dataclass(frozen=True)
+class AttachmentSpec:
+    """A file a user posts, for download-hardening tests (a plain (filename, bytes) tuple is
+    the honest case). `lie_size`: the size the attachment payload declares; `stream_bytes`:
+    the CDN streams this many bytes (`data`, then zeros, chunked without Content-Length,
+    never held in memory); `url_host`: `url` and `proxy_url` point at this host instead."""
+
+    filename: str
+    data: bytes = b""
+    lie_size: int | None = None
+    stream_bytes: int | None = None
+    url_host: str | None = None
 
 
 @dataclass
@@ -247,6 +362,11 @@ class StoredFile:
     height: int | None = None
     description: str | None = None
     ephemeral: bool = False
+    lie_size: int | None = None  # the size the payload declares, when it lies
+    stream_bytes: int | None = None  # what the CDN streams instead of `data`
+    url_host: str | None = None  # the host `url` and `proxy_url` name instead of fakecord
+    fetches: int = 0  # CDN requests served for this file
+    bytes_served: int = 0  # bytes the CDN wrote for it (the client may stop reading sooner)
 
     @classmethod
     def create(cls, filename: str, data: bytes, channel_id: int, **extra: Any) -> StoredFile:
@@ -274,10 +394,12 @@ class StoredFile:
         return f"/attachments/{self.channel_id}/{self.id}/{self.filename}"
 
     def payload(self, cdn_base: str) -> dict[str, Any]:
+        if self.url_host is not None:
+            cdn_base = f"http://{self.url_host}"
         data: dict[str, Any] = {
             "id": str(self.id),
             "filename": self.filename,
-            "size": self.size,
+            "size": self.size if self.lie_size is None else self.lie_size,
             "url": f"{cdn_base}{self.path()}",
             "proxy_url": f"{cdn_base}/media{self.path()}",
             "flags": 0,
@@ -325,6 +447,7 @@ class Message:
     webhook_id: int | None = None
     application_id: int | None = None
     interaction_metadata: dict[str, Any] | None = None
+    nonce: str | int | None = None
     reactions: dict[str, set[int]] = field(default_factory=dict)
     deleted: bool = False
     revisions: list[Revision] = field(default_factory=list)
@@ -416,6 +539,8 @@ class Message:
             data["application_id"] = str(self.application_id)
         if self.interaction_metadata:
             data["interaction_metadata"] = self.interaction_metadata
+        if self.nonce is not None:
+            data["nonce"] = self.nonce
         if self.reference is not None:
             ref = self.reference
             data["message_reference"] = {

@@ -79,12 +79,15 @@ class InteractionRoutes:
                 "type": interaction.type,
                 "response_message_loading": kind == ix.DEFERRED_CHANNEL_MESSAGE,
                 "response_message_ephemeral": bool(original and original.ephemeral),
+                "channel_id": str(interaction.channel.id),
+                "guild_id": str(interaction.channel.guild_id),
             },
-            "resource": {"type": kind},
         }
         if original is not None and kind != ix.DEFERRED_UPDATE_MESSAGE:
             body_out["interaction"]["response_message_id"] = str(original.id)
-            body_out["resource"]["message"] = self.hub.message_payload(original)
+        if original is not None and kind in (ix.CHANNEL_MESSAGE, ix.UPDATE_MESSAGE):
+            # Discord describes a resource only for types 4, 7 (and 12, activities).
+            body_out["resource"] = {"type": kind, "message": self.hub.message_payload(original)}
         return json_response(body_out)
 
     def _response_message(
