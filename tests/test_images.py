@@ -568,3 +568,13 @@ def test_a_profile_that_cant_be_used_is_ignored_with_a_log_line(
         decoded = images.decode(_encode(img, "PNG", icc_profile=_broken_profiles()[name]))
     assert decoded.getpixel((8, 8)) == (200, 60, 50)
     assert any("colour profile" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("mode", ["L", "LA"])
+def test_grey_goes_through_its_profile(mode: str) -> None:
+    linear = b"curv\0\0\0\0" + struct.pack(">I", 0)  # no entries: the identity, gamma 1
+    grey = _icc(b"mntr", b"GRAY", b"XYZ ", {b"kTRC": linear})
+    img = Image.new(mode, (32, 32), 100 if mode == "L" else (100, 255))
+    got = images.decode(_encode(img, "PNG", icc_profile=grey)).getpixel((8, 8))
+    expected = _encoded(100 / 255)  # stored linear light, shown with the sRGB curve
+    assert all(abs(v - expected) <= 1 for v in got), got
