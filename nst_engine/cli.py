@@ -44,6 +44,9 @@ MAX_ITERATIONS = 10_000
 # Style files are decoded together, so their pixels are capped together too (each one is also
 # capped on its own by images.MAX_PIXELS).
 MAX_STYLE_PIXELS = 100_000_000
+# How messages name the files they are about: "photo cat.jpg: ...", "style file mine.png: ...".
+CONTENT_LABEL = "photo"
+STYLE_LABEL = "style file"
 
 
 def _is_path(text: str) -> bool:
@@ -78,10 +81,6 @@ def parse_style(spec: str) -> tuple[api.StyleSource, Path | None, int]:
     if path.suffix.lower() in IMAGE_SUFFIXES or "/" in target or os.sep in target:
         raise api.InputError(f"{STYLE_LABEL} {target}: No such file.")
     return api.StyleSource(name=styles.get(target).name, weight=weight), None, 0
-
-
-CONTENT_LABEL = "photo"
-STYLE_LABEL = "style file"
 
 
 def _probe(data: bytes, path: Path, label: str) -> images.ImageInfo:
