@@ -5,9 +5,10 @@
     nst styles
     nst gallery -o styles.png
 
-Bad input (a missing or undecodable file, an unknown style, a nonsensical option, an
-unwritable output) exits with status 2 and one line on stderr; an engine failure exits 1; Ctrl-C
-stops at the next step and exits 130.
+Bad input (a missing, undecodable or non-regular file, an unknown style, a nonsensical option,
+an output that would overwrite an input, an unwritable output) exits with status 2 and one line on
+stderr that names the file or option at fault; an engine failure exits 1; Ctrl-C stops at the
+next step and exits 130.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import contextlib
 import logging
 import math
 import os
+import re
 import signal
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import NoReturn
 
 from PIL import Image
 from rich.console import Console
@@ -37,12 +40,28 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif")
 EXIT_BAD_INPUT = 2
 EXIT_ENGINE = 1
 EXIT_INTERRUPTED = 130
+MAX_ITERATIONS = 10_000
+# Style files are decoded together, so their pixels are capped together too (each one is also
+# capped on its own by images.MAX_PIXELS).
+MAX_STYLE_PIXELS = 100_000_000
+# How messages name the files they are about: "photo cat.jpg: ...", "style file mine.png: ...".
+CONTENT_LABEL = "photo"
+STYLE_LABEL = "style file"
 
 
-def parse_style(spec: str) -> api.StyleSource:
-    """`NAME_OR_PATH[:WEIGHT]` as a StyleSource; a file's bytes are read and probed here."""
+def _is_path(text: str) -> bool:
+    """Whether `text` names something on disk (a dangling link too), other than a built-in's
+    name that happens to be a folder here."""
+    if not os.path.lexists(text):
+        return False
+    return not (os.path.isdir(text) and text in styles.names())
+
+
+def parse_style(spec: str) -> tuple[api.StyleSource, Path | None, int]:
+    """`NAME_OR_PATH[:WEIGHT]` as a StyleSource, the file it came from (None for a built-in)
+    and that file's pixel count; a file's bytes are read and probed here."""
     target, weight = spec, 1.0
-    if not Path(spec).is_file():
+    if not _is_path(spec):
         head, sep, tail = spec.rpartition(":")
         if sep and head:
             try:
@@ -55,20 +74,85 @@ def parse_style(spec: str) -> api.StyleSource:
     if not math.isfinite(weight) or weight <= 0:
         raise api.InputError(f"Style weight must be a positive number (in '{spec}').")
     path = Path(target)
-    if path.is_file():
-        data = images.read_file(path)
-        _probe(data, path)
-        return api.StyleSource(image=data, weight=weight)
+    if _is_path(target):
+        data = images.read_file(path, label=STYLE_LABEL)
+        info = _probe(data, path, STYLE_LABEL)
+        return api.StyleSource(image=data, weight=weight), path, info.width * info.height
     if path.suffix.lower() in IMAGE_SUFFIXES or "/" in target or os.sep in target:
-        raise api.InputError(f"No such file: {target}")
-    return api.StyleSource(name=styles.get(target).name, weight=weight)
+        raise api.InputError(f"{STYLE_LABEL} {target}: No such file.")
+    return api.StyleSource(name=styles.get(target).name, weight=weight), None, 0
 
 
-def _probe(data: bytes, path: Path) -> None:
+def _probe(data: bytes, path: Path, label: str) -> images.ImageInfo:
     try:
-        images.probe(data)
+        return images.probe(data)
     except api.InputError as exc:
-        raise api.InputError(f"{path}: {exc}") from None
+        raise api.InputError(f"{label} {path}: {exc}") from None
+
+
+def _parse_styles(specs: Sequence[str]) -> list[tuple[api.StyleSource, Path | None, int]]:
+    """Every --style, refusing as soon as the style files' pixels add up past the cap (before
+    the rest are even read)."""
+    parsed, total, files = [], 0, 0
+    for spec in specs:
+        source, path, pixels = parse_style(spec)
+        parsed.append((source, path, pixels))
+        total += pixels
+        files += path is not None
+        if total > MAX_STYLE_PIXELS:
+            raise api.InputError(
+                f"The style files are too large together: {total / 1_000_000:.1f} megapixels "
+                f"in the first {files}; the limit is {MAX_STYLE_PIXELS / 1_000_000:g} "
+                "megapixels for all of them."
+            )
+    return parsed
+
+
+def _check_decodes(files: Sequence[tuple[str, Path, bytes]]) -> None:
+    """Decode each file once, one at a time, so that a file damaged past its header is named
+    now rather than reported nameless by the engine later."""
+    for label, path, data in files:
+        try:
+            images.decode(data).close()
+        except api.InputError as exc:
+            raise api.InputError(f"{label} {path}: {exc}") from None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return False
+
+
+def _check_not_an_input(
+    output: Path, inputs: Sequence[tuple[str, Path]], save_every: int | None
+) -> None:
+    """Refuse an output, or a snapshot it would write, that is one of the inputs: the same
+    file by any name (a hard link, a symlink, `./x` for `x`)."""
+    for label, path in inputs:
+        if _same_file(output, path) or output.resolve() == path.resolve():
+            raise api.InputError(
+                f"The output {output} is the same file as the {label} {path}; choose another name."
+            )
+    if save_every is None or not output.parent.is_dir():
+        return
+    pattern = re.compile(re.escape(output.stem) + r"-step(\d{4,})" + re.escape(output.suffix))
+    with os.scandir(output.parent) as entries:
+        for entry in entries:
+            match = pattern.fullmatch(entry.name)
+            if match is None or _snapshot_path(output, int(match[1])).name != entry.name:
+                continue
+            step = int(match[1])
+            if step % save_every or step > MAX_ITERATIONS:
+                continue
+            snapshot = output.parent / entry.name
+            for label, path in inputs:
+                if _same_file(snapshot, path):
+                    raise api.InputError(
+                        f"--save-every would overwrite the {label} {path} with {snapshot}; "
+                        "choose another output name."
+                    )
 
 
 def _output_format(path: Path) -> str:
@@ -129,6 +213,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _iterations(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_ITERATIONS:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number from 1 to {MAX_ITERATIONS}, not '{text}'"
+        )
+    return value
+
+
 def _seed(text: str) -> int:
     try:
         value = int(text)
@@ -139,10 +235,15 @@ def _seed(text: str) -> int:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (`nst: ...`, exit 2); the usage stays behind --help."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"nst: {message} (see `{self.prog} --help`)\n")
+
+
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="nst", description="Paint a photo in the style of another picture."
-    )
+    parser = _Parser(prog="nst", description="Paint a photo in the style of another picture.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the engine does")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -212,10 +313,10 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--iterations",
-        type=_positive_int,
+        type=_iterations,
         default=None,
         metavar="N",
-        help="total optimisation steps, overriding the preset",
+        help=f"total optimisation steps, 1-{MAX_ITERATIONS}, overriding the preset",
     )
 
     commands.add_parser("styles", help="list the built-in styles")
@@ -264,9 +365,14 @@ def _format_eta(seconds: float | None) -> str:
 def _stylize(args: argparse.Namespace, err: Console, out: Console) -> int:
     output: Path = args.output
     fmt = _output_format(output)  # refuse a wrong suffix before any work
-    content = images.read_file(args.content)
-    _probe(content, Path(args.content))
-    sources = tuple(parse_style(spec) for spec in args.style)
+    content_path = Path(args.content)
+    content = images.read_file(content_path, label=CONTENT_LABEL)
+    _probe(content, content_path, CONTENT_LABEL)
+    parsed = _parse_styles(args.style)
+    inputs = [(CONTENT_LABEL, content_path)]
+    inputs += [(STYLE_LABEL, path) for _, path, _ in parsed if path is not None]
+    _check_not_an_input(output, inputs, args.save_every)
+    sources = tuple(source for source, _, _ in parsed)
     if args.strength != args.strength:  # NaN: say so, not "out of range"
         raise api.InputError("Strength must be a number.")
     request = api.StyleRequest(
@@ -280,6 +386,9 @@ def _stylize(args: argparse.Namespace, err: Console, out: Console) -> int:
         iterations=args.iterations,
     )
     _check_writable(output)
+    files = [(CONTENT_LABEL, content_path, content)]
+    files += [(STYLE_LABEL, p, s.image) for s, p, _ in parsed if p is not None and s.image]
+    _check_decodes(files)
 
     from nst_engine import transfer, vgg  # torch loads here, after the cheap checks
 

@@ -3,7 +3,9 @@
 Users' images are hostile until decoded here: the byte cap is checked before anything else, the
 header is probed lazily and its format and pixel count are checked before any pixel is decoded,
 and only the JPEG, PNG, WebP and GIF decoders are ever invoked. Pillow's decompression-bomb
-warning is an error. Every mode comes out as RGB with alpha composited over white.
+warning is an error. An embedded ICC profile (a phone's Display P3, a print shop's CMYK) is
+converted to sRGB; every mode comes out as RGB with alpha composited over white. Files are read
+only when they are regular files, and never past the byte cap.
 
 torch is imported only inside `to_tensor` and `from_tensor`, so the bot can import this module
 without loading it.
@@ -13,6 +15,8 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import stat
 import struct
 import threading
 import warnings
@@ -20,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PIL import Image, ImageOps
+from PIL import Image, ImageCms, ImageOps
 
 from nst_engine.api import InputError
 
@@ -155,7 +159,7 @@ def decode(data: bytes, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIX
     try:
         img.load()
         ImageOps.exif_transpose(img, in_place=True)
-        rgb = _to_rgb(img)
+        rgb = _to_rgb(_to_srgb(img))
     except InputError:
         img.close()
         raise
@@ -167,6 +171,59 @@ def decode(data: bytes, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIX
         img.close()
     rgb.info.clear()
     return rgb
+
+
+# The ICC colour space each mode's pixels are in, and the mode its colour channels convert from.
+_PROFILE_SPACES = {
+    "RGB": ("RGB ", "RGB"),
+    "RGBA": ("RGB ", "RGB"),
+    "CMYK": ("CMYK", "CMYK"),
+    "L": ("GRAY", "L"),
+    "LA": ("GRAY", "L"),
+}
+_srgb: ImageCms.ImageCmsProfile | None = None
+
+
+def _srgb_profile() -> ImageCms.ImageCmsProfile:
+    global _srgb
+    if _srgb is None:
+        _srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+    return _srgb
+
+
+def _to_srgb(img: Image.Image) -> Image.Image:
+    """Convert through the embedded ICC profile to sRGB (alpha kept); `img` when it has none.
+
+    A profile that can't be used (damaged, or for another colour space than the pixels) is
+    logged and ignored: the pixels are then taken as sRGB, as they would be without a profile.
+    CMYK without a profile is left to `_to_rgb` (ink coverage multiplied out, Pillow's way).
+    """
+    icc = img.info.get("icc_profile")
+    if not icc:
+        return img
+    if img.mode in ("P", "PA") or "transparency" in img.info:
+        img = img.convert("RGBA")  # the palette or colour key applies to the stored values
+    if img.mode not in _PROFILE_SPACES:
+        log.info("ignoring the colour profile of a %s image", img.mode)
+        return img
+    space, colour_mode = _PROFILE_SPACES[img.mode]
+    alpha = img.getchannel("A") if img.mode in ("RGBA", "LA") else None
+    colour = img.convert(colour_mode) if alpha is not None else img
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if source.profile.xcolor_space != space:
+            raise ImageCms.PyCMSError(
+                f"a {source.profile.xcolor_space.strip()} profile on {img.mode} pixels"
+            )
+        converted = ImageCms.profileToProfile(colour, source, _srgb_profile(), outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError) as exc:
+        log.warning("ignoring a colour profile that can't be used: %s", exc)
+        return img
+    if converted is None:  # only with inPlace=True; keeps the type checker honest
+        return img
+    if alpha is not None:
+        converted.putalpha(alpha)
+    return converted
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -187,24 +244,50 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def read_file(path: str | Path, *, max_bytes: int = MAX_BYTES) -> bytes:
-    """Read a file's bytes, turning a missing, unreadable or oversized file into InputError."""
+def _check_regular(mode: int, what: str) -> None:
+    if stat.S_ISDIR(mode):
+        raise InputError(f"{what}: It is a folder, not an image file.")
+    if not stat.S_ISREG(mode):
+        raise InputError(f"{what}: It is not a regular file (a device, pipe or socket).")
+
+
+def read_file(path: str | Path, *, max_bytes: int = MAX_BYTES, label: str = "file") -> bytes:
+    """A regular file's bytes, never more than `max_bytes`; anything else is an InputError.
+
+    Every message begins with `label` and the path ("photo cat.jpg: ..."). Devices, FIFOs and
+    folders are refused from their metadata before they are opened, and again on the opened
+    descriptor (opened non-blocking, so that a FIFO swapped in meanwhile can't hang the read).
+    At most `max_bytes + 1` bytes are read, whatever size the file claims.
+    """
     p = Path(path)
+    what = f"{label} {p}"
     try:
-        if p.is_dir():
-            raise InputError(f"{p} is a folder, not an image file.")
-        size = p.stat().st_size
-        if size > max_bytes:
-            raise InputError(
-                f"{p} is too large: {_megabytes(size)}; the limit is {_megabytes(max_bytes)}."
-            )
-        return p.read_bytes()
+        _check_regular(os.stat(p).st_mode, what)
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb", buffering=0) as f:
+            info = os.fstat(fd)
+            _check_regular(info.st_mode, what)
+            if info.st_size > max_bytes:
+                size, limit = _megabytes(info.st_size), _megabytes(max_bytes)
+                raise InputError(f"{what}: It is too large: {size}; the limit is {limit}.")
+            chunks: list[bytes] = []
+            left = max_bytes + 1
+            while left > 0:
+                chunk = f.read(min(left, 1024 * 1024))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                left -= len(chunk)
     except FileNotFoundError:
-        raise InputError(f"No such file: {p}") from None
+        raise InputError(f"{what}: No such file.") from None
     except PermissionError:
-        raise InputError(f"Not allowed to read {p}.") from None
+        raise InputError(f"{what}: Not allowed to read it.") from None
     except OSError as exc:
-        raise InputError(f"Can't read {p}: {exc.strerror or exc}.") from None
+        raise InputError(f"{what}: Can't read it: {exc.strerror or exc}.") from None
+    data = b"".join(chunks)
+    if len(data) > max_bytes:
+        raise InputError(f"{what}: It is too large; the limit is {_megabytes(max_bytes)}.")
+    return data
 
 
 def fit_long_side(img: Image.Image, long_side: int) -> Image.Image:

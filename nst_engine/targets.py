@@ -3,14 +3,21 @@
 A built-in style at a given size always yields the same Grams, so a job with a built-in style
 skips the style image's forward pass when its size has been seen before. Image uploads are
 never cached (they are seen once), nor are keep-colours targets (they depend on the photo).
+
+On disk the cache is bounded in bytes (NST_STYLE_CACHE_MAX_MB): after each write the least
+recently used files go first. A file's mtime is its last use (set on write and on every hit), so
+several worker processes sharing the folder share one LRU order.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 
@@ -21,17 +28,28 @@ log = logging.getLogger(__name__)
 # Bump when the Gram definition, the weights or the style images change.
 FORMAT_VERSION = 1
 ENV_DIR = "NST_STYLE_CACHE"
+ENV_MAX_MB = "NST_STYLE_CACHE_MAX_MB"
+DEFAULT_MAX_MB = 512
+# What this cache's files are called (any format version); nothing else in the folder is touched.
+_FILE_NAME = re.compile(r"[a-z0-9-]+-\d+x\d+-v\d+\.pt")
 
 
 class TargetCache:
     """LRU of {layer: Gram} keyed by (style name, width, height, device).
 
-    `directory`, when given, also keeps each entry on disk (CPU tensors, one file per entry).
+    `directory`, when given, also keeps each entry on disk (CPU tensors, one file per entry),
+    at most `max_bytes` of them in all, least recently used evicted first.
     """
 
-    def __init__(self, max_entries: int = 32, directory: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        max_entries: int = 32,
+        directory: str | Path | None = None,
+        max_bytes: int = DEFAULT_MAX_MB * 1024 * 1024,
+    ) -> None:
         self.max_entries = max_entries
         self.directory = Path(directory) if directory else None
+        self.max_bytes = max_bytes
         self._entries: OrderedDict[tuple[str, int, int, str], dict[str, torch.Tensor]] = (
             OrderedDict()
         )
@@ -50,8 +68,11 @@ class TargetCache:
             grams = self._entries.get(key)
             if grams is not None:
                 self._entries.move_to_end(key)
-                return grams
         path = self._path(name, width, height)
+        if grams is not None:
+            if path is not None:
+                _touch(path)  # a hit in memory is a use of the file too, for other processes
+            return grams
         if path is None or not path.is_file():
             return None
         try:
@@ -59,6 +80,7 @@ class TargetCache:
         except (OSError, RuntimeError, EOFError) as exc:
             log.warning("ignoring unreadable style cache file %s: %s", path, exc)
             return None
+        _touch(path)
         self._remember(key, loaded)
         return loaded
 
@@ -81,6 +103,37 @@ class TargetCache:
         except OSError as exc:
             log.warning("could not write style cache file %s: %s", path, exc)
             Path(tmp).unlink(missing_ok=True)
+            return
+        _touch(path)
+        self._evict(path.parent)
+
+    def _evict(self, directory: Path) -> None:
+        """Delete the least recently used cache files until they fit in `max_bytes`."""
+        files: list[tuple[int, str, int]] = []
+        try:
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    if not _FILE_NAME.fullmatch(entry.name):
+                        continue
+                    try:
+                        info = entry.stat(follow_symlinks=False)
+                    except OSError:  # another process evicted it meanwhile
+                        continue
+                    files.append((info.st_mtime_ns, entry.name, info.st_size))
+        except OSError as exc:
+            log.warning("could not list the style cache %s: %s", directory, exc)
+            return
+        total = sum(size for _, _, size in files)
+        for _, name, size in sorted(files):
+            if total <= self.max_bytes:
+                break
+            try:
+                (directory / name).unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("could not evict style cache file %s: %s", name, exc)
+                continue
+            total -= size
+            log.info("evicted %s from the style cache", name)
 
     def _remember(self, key: tuple[str, int, int, str], grams: dict[str, torch.Tensor]) -> None:
         with self._lock:
@@ -90,12 +143,42 @@ class TargetCache:
                 self._entries.popitem(last=False)
 
 
+def _touch(path: Path) -> None:
+    """Mark a cache file as just used (nanosecond mtime, so close uses still order)."""
+    now = time.time_ns()
+    with contextlib.suppress(OSError):  # evicted by another process meanwhile: nothing to mark
+        os.utime(path, ns=(now, now))
+
+
+def max_bytes_from_env() -> int:
+    """NST_STYLE_CACHE_MAX_MB in bytes; the default when unset, not a number or not positive."""
+    text = os.environ.get(ENV_MAX_MB, "").strip()
+    if not text:
+        return DEFAULT_MAX_MB * 1024 * 1024
+    try:
+        megabytes = float(text)
+    except ValueError:
+        megabytes = -1.0
+    if not 0 < megabytes < float("inf"):
+        log.warning(
+            "%s=%r is not a positive number of megabytes; using %d",
+            ENV_MAX_MB,
+            text,
+            DEFAULT_MAX_MB,
+        )
+        megabytes = DEFAULT_MAX_MB
+    return int(megabytes * 1024 * 1024)
+
+
 _default: TargetCache | None = None
 
 
 def default_cache() -> TargetCache:
-    """The process-wide cache; on disk too when the NST_STYLE_CACHE variable names a folder."""
+    """The process-wide cache; on disk too when the NST_STYLE_CACHE variable names a folder,
+    bounded by NST_STYLE_CACHE_MAX_MB."""
     global _default
     if _default is None:
-        _default = TargetCache(directory=os.environ.get(ENV_DIR) or None)
+        _default = TargetCache(
+            directory=os.environ.get(ENV_DIR) or None, max_bytes=max_bytes_from_env()
+        )
     return _default

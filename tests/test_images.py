@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import io
+import itertools
+import logging
+import os
 import struct
 import subprocess
 import sys
 import warnings
 import zlib
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from PIL import EpsImagePlugin, Image, ImageStat
+from PIL import EpsImagePlugin, Image, ImageChops, ImageStat
 
 from nst_engine import images
 from nst_engine.api import InputError
@@ -243,6 +247,34 @@ def test_read_file(tmp_path: Path) -> None:
         images.read_file(big, max_bytes=1024)
 
 
+def test_read_file_names_the_file_with_its_label(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.png"
+    with pytest.raises(InputError, match=f"^style file {missing}: No such file"):
+        images.read_file(missing, label="style file")
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo", "folder"])
+def test_read_file_refuses_what_is_not_a_regular_file(kind: str, tmp_path: Path) -> None:
+    target = {"device": Path("/dev/zero"), "fifo": tmp_path / "p", "folder": tmp_path / "d"}[kind]
+    if kind == "fifo":
+        os.mkfifo(target)  # no writer: a blocking open or read would never return
+    elif kind == "folder":
+        target.mkdir()
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(images.read_file, target, label="photo")
+        with pytest.raises(InputError, match=f"^photo {target}: It is (a folder|not a regular)"):
+            future.result(timeout=10)
+
+
+def test_read_file_caps_what_it_reads_not_what_the_file_claims() -> None:
+    """/proc files are regular files that say they are empty; the cap still holds."""
+    maps = Path("/proc/self/maps")
+    assert maps.stat().st_size == 0 and len(maps.read_bytes()) > 64
+    with pytest.raises(InputError, match="too large"):
+        images.read_file(maps, max_bytes=64)
+    assert images.read_file(maps, max_bytes=1024 * 1024).startswith(maps.read_bytes()[:8])
+
+
 def test_fit_long_side_keeps_the_aspect_ratio() -> None:
     img = images.decode((SAMPLES / "chelsea.png").read_bytes())
     assert images.fit_long_side(img, 128).size == (128, 85)
@@ -297,3 +329,252 @@ def test_concurrent_probes_leave_the_warning_machinery_as_it_was() -> None:
     finally:
         sys.setswitchinterval(interval)
     assert warnings.filters == filters and warnings.showwarning is show
+
+
+# Colour: real ICC v2 profiles, built here from first principles (Pillow can only create sRGB,
+# Lab and XYZ ones), and the expected colours computed here with plain colour-science formulas.
+
+D50 = (0.9642, 1.0, 0.8249)
+D65_XY = (0.3127, 0.3290)
+P3_PRIMARIES = ((0.680, 0.320), (0.265, 0.690), (0.150, 0.060))
+SRGB_PRIMARIES = ((0.640, 0.330), (0.300, 0.600), (0.150, 0.060))
+BRADFORD = ((0.8951, 0.2664, -0.1614), (-0.7502, 1.7135, 0.0367), (0.0389, -0.0685, 1.0296))
+Matrix = list[list[float]]
+
+
+def _solve(m: Matrix, v: Sequence[float]) -> list[float]:
+    """m @ s = v for a 3×3 m, by Cramer's rule."""
+
+    def det(a: Matrix) -> float:
+        return (
+            a[0][0] * (a[1][1] * a[2][2] - a[1][2] * a[2][1])
+            - a[0][1] * (a[1][0] * a[2][2] - a[1][2] * a[2][0])
+            + a[0][2] * (a[1][0] * a[2][1] - a[1][1] * a[2][0])
+        )
+
+    out = []
+    for i in range(3):
+        mi = [list(row) for row in m]
+        for r in range(3):
+            mi[r][i] = v[r]
+        out.append(det(mi) / det(m))
+    return out
+
+
+def _matmul(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> Matrix:
+    return [[sum(a[i][k] * b[k][j] for k in range(3)) for j in range(3)] for i in range(3)]
+
+
+def _apply(m: Sequence[Sequence[float]], v: Sequence[float]) -> list[float]:
+    return [sum(m[i][k] * v[k] for k in range(3)) for i in range(3)]
+
+
+def _invert(m: Matrix) -> Matrix:
+    cols = [_solve(m, e) for e in ((1, 0, 0), (0, 1, 0), (0, 0, 1))]
+    return [[cols[j][i] for j in range(3)] for i in range(3)]
+
+
+def _xyz(xy: tuple[float, float]) -> tuple[float, float, float]:
+    x, y = xy
+    return (x / y, 1.0, (1 - x - y) / y)
+
+
+def _rgb_to_xyz(primaries: Sequence[tuple[float, float]]) -> Matrix:
+    """The linear RGB → XYZ (D65) matrix of a colour space with these primaries."""
+    m = [[_xyz(p)[i] for p in primaries] for i in range(3)]
+    scale = _solve(m, _xyz(D65_XY))
+    return [[m[i][j] * scale[j] for j in range(3)] for i in range(3)]
+
+
+def _to_d50(m: Matrix) -> Matrix:
+    """m followed by Bradford adaptation from D65 to D50 (the ICC connection space's white)."""
+    src, dst = _apply(BRADFORD, _xyz(D65_XY)), _apply(BRADFORD, D50)
+    scale = [[dst[i] / src[i] if i == j else 0.0 for j in range(3)] for i in range(3)]
+    bradford = [list(row) for row in BRADFORD]
+    return _matmul(_matmul(_invert(bradford), _matmul(scale, bradford)), m)
+
+
+def _linear(v: int) -> float:
+    c = v / 255
+    return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+
+def _encoded(c: float) -> int:
+    c = min(max(c, 0.0), 1.0)
+    return round(255 * (12.92 * c if c <= 0.0031308 else 1.055 * c ** (1 / 2.4) - 0.055))
+
+
+def _lab(linear_srgb: Sequence[float]) -> tuple[float, float, float]:
+    def f(t: float) -> float:
+        return t ** (1 / 3) if t > (6 / 29) ** 3 else t / (3 * (6 / 29) ** 2) + 4 / 29
+
+    xyz = _apply(_to_d50(_rgb_to_xyz(SRGB_PRIMARIES)), linear_srgb)
+    fx, fy, fz = (f(v / w) for v, w in zip(xyz, D50, strict=True))
+    return (116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz))
+
+
+def _s15(v: float) -> bytes:
+    return struct.pack(">i", round(v * 65536))
+
+
+def _icc(cls: bytes, space: bytes, pcs: bytes, tags: dict[bytes, bytes]) -> bytes:
+    """An ICC v2 profile: 128-byte header, tag table, tags (each padded to 4 bytes)."""
+    ascii_ = b"stylebot test profile\0"
+    tags = {
+        b"desc": b"desc\0\0\0\0" + struct.pack(">I", len(ascii_)) + ascii_ + bytes(8 + 3 + 67),
+        b"cprt": b"text\0\0\0\0No copyright, test data\0",
+        b"wtpt": b"XYZ \0\0\0\0" + b"".join(map(_s15, D50)),
+        **tags,
+    }
+    start = 128 + 4 + 12 * len(tags)
+    table, body = b"", b""
+    for sig, data in tags.items():
+        table += sig + struct.pack(">II", start + len(body), len(data))
+        body += data + bytes(-len(data) % 4)
+    header = (
+        struct.pack(">I", start + len(body)) + bytes(4) + bytes([2, 0x10, 0, 0])
+        + cls + space + pcs + struct.pack(">6H", 2026, 1, 1, 0, 0, 0) + b"acsp"
+        + bytes(4 + 4 + 8 + 8 + 4) + b"".join(map(_s15, D50)) + bytes(4 + 16 + 28)
+    )  # fmt: skip
+    assert len(header) == 128
+    return header + struct.pack(">I", len(tags)) + table + body
+
+
+def _matrix_profile(primaries: Sequence[tuple[float, float]]) -> bytes:
+    """A display profile: these primaries, D65 white, the sRGB curve (as Display P3 has)."""
+    colorants = _to_d50(_rgb_to_xyz(primaries))
+    g, a, b, c, d = 2.4, 1 / 1.055, 0.055 / 1.055, 1 / 12.92, 0.04045
+    curve = b"para\0\0\0\0" + struct.pack(">HH", 3, 0) + b"".join(map(_s15, (g, a, b, c, d)))
+    tags = {b"rTRC": curve, b"gTRC": curve, b"bTRC": curve}
+    for sig, column in zip((b"rXYZ", b"gXYZ", b"bXYZ"), range(3), strict=True):
+        tags[sig] = b"XYZ \0\0\0\0" + b"".join(_s15(colorants[i][column]) for i in range(3))
+    return _icc(b"mntr", b"RGB ", b"XYZ ", tags)
+
+
+# A printer's inks, as the linear sRGB light each one lets through, on a paper.
+PAPER = (0.85, 0.85, 0.80)
+INKS = ((0.03, 0.35, 0.80), (0.70, 0.08, 0.35), (0.90, 0.80, 0.06), (0.03, 0.03, 0.03))
+
+
+def _printed(cmyk: Sequence[int]) -> list[float]:
+    """The linear sRGB colour of full (255) or no (0) coverage of each ink."""
+    light = list(PAPER)
+    for amount, ink in zip(cmyk, INKS, strict=True):
+        if amount:
+            light = [v * t for v, t in zip(light, ink, strict=True)]
+    return light
+
+
+def _cmyk_profile() -> bytes:
+    """A printer profile for those inks: an A2B0 lut16 with 2 grid points per ink, to Lab."""
+    grid = []
+    for corner in itertools.product((0, 255), repeat=4):  # C varies slowest, as ICC orders it
+        lab_l, lab_a, lab_b = _lab(_printed(corner))
+        grid += [round(lab_l * 652.8), round((lab_a + 128) * 256), round((lab_b + 128) * 256)]
+    ramp = struct.pack(">2H", 0, 65535)
+    identity = b"".join(map(_s15, (1, 0, 0, 0, 1, 0, 0, 0, 1)))
+    lut = (
+        b"mft2\0\0\0\0" + bytes([4, 3, 2, 0]) + identity + struct.pack(">2H", 2, 2)
+        + ramp * 4 + struct.pack(f">{len(grid)}H", *grid) + ramp * 3
+    )  # fmt: skip
+    return _icc(b"prtr", b"CMYK", b"Lab ", {b"A2B0": lut})
+
+
+def _saturation(rgb: Sequence[int]) -> int:
+    return max(rgb) - min(rgb)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
+def test_display_p3_is_converted_to_srgb(fmt: str) -> None:
+    p3_to_srgb = _matmul(_invert(_rgb_to_xyz(SRGB_PRIMARIES)), _rgb_to_xyz(P3_PRIMARIES))
+    patches = [(200, 60, 50), (60, 180, 90), (70, 90, 210), (128, 128, 128)]
+    img = Image.new("RGB", (32 * len(patches), 32))
+    for i, colour in enumerate(patches):
+        img.paste(colour, (32 * i, 0, 32 * i + 32, 32))
+    params = {"quality": 100, "subsampling": 0} if fmt == "JPEG" else {"lossless": True}
+    data = _encode(img, fmt, icc_profile=_matrix_profile(P3_PRIMARIES), **params)
+    decoded = images.decode(data)
+    assert decoded.mode == "RGB" and not decoded.info
+    for i, colour in enumerate(patches):
+        got = decoded.getpixel((32 * i + 16, 16))
+        expected = [_encoded(v) for v in _apply(p3_to_srgb, [_linear(c) for c in colour])]
+        assert max(abs(g - e) for g, e in zip(got, expected, strict=True)) <= 2, (colour, got)
+        if _saturation(colour):  # the same numbers mean a more saturated colour in P3
+            assert _saturation(got) > _saturation(colour) + 10
+    assert "icc_profile" not in Image.open(io.BytesIO(images.encode(decoded))).info
+
+
+def test_an_srgb_tagged_image_is_unchanged() -> None:
+    from PIL import ImageCms
+
+    ramp = Image.new("RGB", (256, 24))
+    ramp.putdata([(x, (x * 7) % 256, 255 - x) for _ in range(24) for x in range(256)])
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    for profile in (srgb, _matrix_profile(SRGB_PRIMARIES)):
+        decoded = images.decode(_encode(ramp, "PNG", icc_profile=profile))
+        diff = ImageChops.difference(decoded, ramp).getextrema()
+        assert max(high for _, high in diff) <= 1
+
+
+def test_cmyk_goes_through_its_embedded_profile() -> None:
+    corners = [(255, 0, 0, 0), (255, 255, 0, 0), (0, 255, 255, 0), (0, 0, 0, 255)]
+    for cmyk in corners:
+        img = Image.new("CMYK", (32, 32), cmyk)
+        data = _encode(img, "JPEG", quality=100, icc_profile=_cmyk_profile())
+        got = images.decode(data).getpixel((16, 16))
+        expected = [_encoded(v) for v in _printed(cmyk)]
+        assert max(abs(g - e) for g, e in zip(got, expected, strict=True)) <= 4, (cmyk, got)
+        naive = Image.new("CMYK", (1, 1), cmyk).convert("RGB").getpixel((0, 0))
+        assert max(abs(g - n) for g, n in zip(got, naive, strict=True)) > 30
+    blank = _encode(Image.new("CMYK", (32, 32)), "JPEG", quality=100, icc_profile=_cmyk_profile())
+    assert images.decode(blank).getpixel((16, 16)) == (255, 255, 255)  # no ink: the page white
+
+
+def test_cmyk_without_a_profile_multiplies_out_the_ink() -> None:
+    img = Image.new("CMYK", (32, 32), (128, 0, 64, 51))
+    got = images.decode(_encode(img, "JPEG", quality=100)).getpixel((16, 16))
+    expected = [round((255 - ink) * (255 - 51) / 255) for ink in (128, 0, 64)]
+    assert max(abs(g - e) for g, e in zip(got, expected, strict=True)) <= 2, got
+
+
+def test_alpha_survives_the_profile_conversion() -> None:
+    img = Image.new("RGBA", (32, 32), (200, 60, 50, 255))
+    img.paste((0, 0, 255, 0), (16, 0, 32, 32))
+    decoded = images.decode(_encode(img, "PNG", icc_profile=_matrix_profile(P3_PRIMARIES)))
+    assert decoded.getpixel((24, 8)) == (255, 255, 255)
+    assert _saturation(decoded.getpixel((8, 8))) > _saturation((200, 60, 50)) + 10
+
+
+def _broken_profiles() -> dict[str, bytes]:
+    from PIL import ImageCms
+
+    p3 = _matrix_profile(P3_PRIMARIES)
+    return {
+        "not a profile": b"this is no ICC profile at all",
+        "cut short": p3[: len(p3) // 2],
+        "a Lab profile on RGB pixels": ImageCms.ImageCmsProfile(
+            ImageCms.createProfile("LAB")
+        ).tobytes(),
+        "a CMYK profile on RGB pixels": _cmyk_profile(),
+    }
+
+
+@pytest.mark.parametrize("name", list(_broken_profiles()))
+def test_a_profile_that_cant_be_used_is_ignored_with_a_log_line(
+    name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    img = Image.new("RGB", (32, 32), (200, 60, 50))
+    with caplog.at_level(logging.WARNING, logger="nst_engine.images"):
+        decoded = images.decode(_encode(img, "PNG", icc_profile=_broken_profiles()[name]))
+    assert decoded.getpixel((8, 8)) == (200, 60, 50)
+    assert any("colour profile" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("mode", ["L", "LA"])
+def test_grey_goes_through_its_profile(mode: str) -> None:
+    linear = b"curv\0\0\0\0" + struct.pack(">I", 0)  # no entries: the identity, gamma 1
+    grey = _icc(b"mntr", b"GRAY", b"XYZ ", {b"kTRC": linear})
+    img = Image.new(mode, (32, 32), 100 if mode == "L" else (100, 255))
+    got = images.decode(_encode(img, "PNG", icc_profile=grey)).getpixel((8, 8))
+    expected = _encoded(100 / 255)  # stored linear light, shown with the sRGB curve
+    assert all(abs(v - expected) <= 1 for v in got), got
