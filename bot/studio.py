@@ -97,6 +97,7 @@ class Studio:
         self._ready: dict[str, asyncio.Event] = {}
         self._fraction: dict[str, float] = {}
         self._shown: dict[str, str] = {}  # the queue text last shown per waiting job
+        self._resumed: set[str] = set()
         self._deliveries: set[asyncio.Task[None]] = set()
         self._stopping = False
 
@@ -197,9 +198,9 @@ class Studio:
             job_id=job.id,
         )
 
-    @staticmethod
-    def _summary(job: Job) -> str:
-        return f"-# {job.options.summary()}"
+    def _summary(self, job: Job) -> str:
+        resumed = f"\n{RESUMED}" if job.id in self._resumed else ""
+        return f"-# {job.options.summary()}{resumed}"
 
     def _moved(self, positions: dict[str, int]) -> None:
         for job_id, position in positions.items():
@@ -282,6 +283,7 @@ class Studio:
                 await self._finish_status(job, PAUSED)
             return
         self.jobs.pop(job.id, None)
+        self._resumed.discard(job.id)
         if isinstance(exc, Cancelled):
             log.info("job %s: cancelled", job.id)
             self.journal.end(job, journal.CANCELLED)
@@ -306,9 +308,11 @@ class Studio:
                 posted = await self._upload(job)
         except delivery.DeliveryFailed as exc:
             log.error("job %s: delivery failed: %s", job.id, exc)
+            self._resumed.discard(job.id)
             self.journal.end(job, journal.FAILED, error=str(exc))
             await self._tell(job, f"⚠️ Job `{job.id}` was painted, but {exc} Please ask again.")
             return
+        self._resumed.discard(job.id)
         self.journal.update(job, result_id=posted.id)
         self.journal.end(job, journal.DELIVERED)
         log.info("job %s: delivered as message %s", job.id, posted.id)
@@ -503,6 +507,7 @@ class Studio:
         jobs = self.journal.unfinished()
         for job in jobs:
             log.info("job %s: resuming (%s)", job.id, job.state)
+            self._resumed.add(job.id)
             if job.state == journal.PAINTED:
                 self._start_delivery(job, resumed=True)
                 continue
@@ -510,11 +515,7 @@ class Studio:
                 self._attach_status(job)
             self._queue(job, None)
             self._ready[job.id].set()
-        for job_id, position in self.scheduler.queue.positions().items():
-            status = self._statuses.get(job_id)
-            if status is not None:
-                text = progress.queued_text(job_id, position, self._summary(self.jobs[job_id]))
-                status.show(f"{RESUMED}\n{text}", queued=True)
+        self._moved(self.scheduler.queue.positions())
         return len(jobs)
 
     async def shutdown(self, grace: float = 20.0) -> None:
