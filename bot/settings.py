@@ -34,7 +34,11 @@ class Settings(BaseSettings):
     max_pixels: int = Field(default=50_000_000, ge=1024)
     download_timeout: float = Field(default=30.0, gt=0)
 
+    engine: Literal["local", "ray"] = "local"  # local: ProcessPoolEngine; ray: RayEngine
+    ray_address: str | None = None  # host:6379, auto or ray://host:10001; None: a local cluster
+    ray_painters: int = Field(default=1, ge=1)  # painters per GPU, or per CPU-only node
     workers: int | None = Field(default=None, ge=1)
+    workers_per_device: int = Field(default=1, ge=1)
     devices: Annotated[tuple[str, ...], NoDecode] = ()
     job_timeout: float = Field(default=600.0, gt=0)
     max_iterations: int | None = Field(default=None, ge=1)

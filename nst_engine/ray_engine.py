@@ -368,9 +368,9 @@ class RayEngine:
         """The process ids of the ready painters (for diagnostics and tests)."""
         return [p.pid for p in self._painters if p.ready]
 
-    def nodes(self) -> dict[int, str]:
-        """Each ready painter's pid → its node id."""
-        return {p.pid: p.node_id for p in self._painters if p.ready}
+    def placements(self) -> dict[str, str]:
+        """Each running job's id → the node id of its painter."""
+        return {p.job.id: p.node_id for p in self._painters if p.job is not None}
 
     # -- the cluster ---------------------------------------------------------------------------
 
