@@ -382,8 +382,16 @@ class RayEngine:
             options: dict[str, Any] = {"log_to_driver": False}
             if self._address is None:
                 options |= {"num_cpus": self._num_cpus, "include_dashboard": False}
-            with without_secrets():  # the local cluster's processes
-                ray.init(address=self._address, **options)
+            try:
+                with without_secrets():  # the local cluster's processes
+                    ray.init(address=self._address, **options)
+            except ConnectionError as exc:
+                raise EngineError(
+                    f"Could not connect to the Ray cluster at {self._address}: "
+                    f"{_first_line(exc)} If the cluster uses token authentication (Ray's "
+                    "default), set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (`ray get-auth-token` "
+                    "on the head) in this process's environment."
+                ) from exc
             self._owns_connection = True
         self._gcs_address = ray.get_runtime_context().gcs_address
         log.info("connected to the Ray cluster at %s", self._gcs_address)

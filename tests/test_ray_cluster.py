@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from pydantic import ValidationError
 
 ray = pytest.importorskip("ray")
 
@@ -55,6 +56,22 @@ def test_painters_go_to_gpus_when_the_cluster_has_any_else_to_cpus() -> None:
     assert painter_spec({"CPU": 8.0}, 2, use_gpus=False) == PainterSpec(2, 4, 0, 4)
     assert painter_spec({"CPU": 1.0}, 3, use_gpus=False) == PainterSpec(1, 1, 0, 1)
     assert painter_spec({"CPU": 0.0}, 1, use_gpus=False) is None  # a head kept free
+
+
+def test_engine_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert (defaults.engine, defaults.ray_address, defaults.ray_painters) == ("local", None, 1)
+    assert defaults.workers_per_device == 1
+    monkeypatch.setenv("STYLEBOT_ENGINE", "ray")
+    monkeypatch.setenv("STYLEBOT_RAY_ADDRESS", "ray://head:10001")
+    monkeypatch.setenv("STYLEBOT_RAY_PAINTERS", "3")
+    monkeypatch.setenv("STYLEBOT_WORKERS_PER_DEVICE", "2")
+    s = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert (s.engine, s.ray_address, s.ray_painters) == ("ray", "ray://head:10001", 3)
+    assert s.workers_per_device == 2
+    monkeypatch.setenv("STYLEBOT_ENGINE", "dask")
+    with pytest.raises(ValidationError):
+        Settings(_env_file=None)  # type: ignore[call-arg]
 
 
 @pytest.fixture(scope="module")
