@@ -175,7 +175,7 @@ def main() -> None:
         r = json.loads(line.removeprefix(RESULT))
         print(
             f"{kind:6} {r['ready']:7.1f} {r['painters']:8d} {r['nodes']:5d} {r['first']:10.2f} "
-            f"{r['total']:6.2f} {r['overhead']:10.2f} {r['transfer']:10.3f} "
+            f"{r['total']:6.2f} {r['overhead']:10.3f} {r['transfer']:10.3f} "
             f"{r['jobs_per_min']:8.1f} {r['caller_mib']:10.0f}  {r['painter_mib']}"
         )
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
