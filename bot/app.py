@@ -15,7 +15,7 @@ from bot.errors import friendly
 from bot.lag import LagMonitor
 from bot.settings import Settings
 from bot.studio import Studio
-from nst_engine.api import Engine
+from nst_engine.api import Engine, EngineError
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +28,7 @@ async def start_engine(settings: Settings) -> Engine:
         try:
             from nst_engine.ray_engine import RayEngine
         except ImportError as exc:
-            raise RuntimeError(
-                "STYLEBOT_ENGINE=ray needs Ray: pip install 'stylebot[ray]'"
-            ) from exc
+            raise EngineError("STYLEBOT_ENGINE=ray needs Ray: pip install 'stylebot[ray]'") from exc
         engine = RayEngine(
             address=settings.ray_address,
             painters_per_node=settings.ray_painters,

@@ -22,7 +22,9 @@ workers take queued jobs in FIFO order, the most recently idle worker first (its
 
 Each process has two daemon threads here: one blocks on the worker's event pipe and hands every
 message to the loop with `call_soon_threadsafe`, then waits for the process to end and reports
-that; the other sends commands, so a large request never blocks the loop.
+that; the other sends commands, so a large request never blocks the loop. Both end, and every
+pipe of the worker is closed, when it exits. A worker that dies after it was ready is replaced
+at once; one that keeps dying soon after start is replaced after a growing delay.
 """
 
 from __future__ import annotations
