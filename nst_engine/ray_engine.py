@@ -261,7 +261,9 @@ class RayEngine:
     async def wait_ready(self) -> None:
         """Wait until every painter the cluster has room for has loaded the model.
 
-        Returns at once if the cluster has no room yet (jobs then wait for a node to join).
+        Returns at once if the cluster has no room yet (jobs then wait for a node to join); a
+        painter that Ray cannot place because other work holds its node's resources keeps it
+        waiting.
         Raises EngineError if the engine is closed or no painter could start on any node.
         """
         await self.start()
