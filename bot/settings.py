@@ -42,7 +42,11 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     keep_days: float = Field(default=7.0, ge=0)
 
+    engine: Literal["local", "ray"] = "local"  # local: ProcessPoolEngine; ray: RayEngine
+    ray_address: str | None = None  # host:6379, auto or ray://host:10001; None: a local cluster
+    ray_painters: int = Field(default=1, ge=1)  # painters per GPU, or per CPU-only node
     workers: int | None = Field(default=None, ge=1)
+    workers_per_device: int = Field(default=1, ge=1)
     devices: Annotated[tuple[str, ...], NoDecode] = ()
     job_timeout: float = Field(default=600.0, gt=0)
     max_iterations: int | None = Field(default=None, ge=1)

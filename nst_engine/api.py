@@ -124,9 +124,19 @@ class Result:
 
 @dataclass(frozen=True)
 class EngineStats:
-    workers: int
+    """What an engine has now: painters ready, painters busy, jobs waiting for one, the nodes
+    (machines) the ready painters run on and their distinct devices ("cpu", "cuda:0", ...)."""
+
+    painters: int
     busy: int
     queued: int
+    nodes: int = 1
+    devices: tuple[str, ...] = ()
+
+    @property
+    def workers(self) -> int:
+        """The former name of `painters`."""
+        return self.painters
 
 
 class Job(Protocol):

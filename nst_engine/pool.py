@@ -22,13 +22,16 @@ workers take queued jobs in FIFO order, the most recently idle worker first (its
 
 Each process has two daemon threads here: one blocks on the worker's event pipe and hands every
 message to the loop with `call_soon_threadsafe`, then waits for the process to end and reports
-that; the other sends commands, so a large request never blocks the loop.
+that; the other sends commands, so a large request never blocks the loop. Both end, and every
+pipe of the worker is closed, when it exits. A worker that dies after it was ready is replaced
+at once; one that keeps dying soon after start is replaced after a growing delay.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import itertools
 import logging
 import multiprocessing
@@ -36,12 +39,12 @@ import os
 import queue
 import secrets
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 from . import worker as worker_side
 from .api import Cancelled, EngineError, EngineStats, JobTimeout, Progress, Result, StyleRequest
@@ -51,6 +54,12 @@ log = logging.getLogger(__name__)
 _CONTEXT = multiprocessing.get_context("spawn")
 # A slot whose worker dies this many times in a row before it is ready is given up.
 MAX_START_FAILURES = 3
+# A worker that dies within this many seconds of becoming ready counts towards a crash loop: the
+# first death is replaced at once, each further one in a row waits twice as long as the last,
+# from CRASH_BACKOFF up to MAX_CRASH_BACKOFF seconds.
+CRASH_STREAK_WINDOW = 60.0
+CRASH_BACKOFF = 0.5
+MAX_CRASH_BACKOFF = 30.0
 # Seconds a process gets to exit after SIGTERM (in close) before SIGKILL.
 TERMINATE_GRACE = 3.0
 
@@ -59,6 +68,14 @@ CRASHED_TWICE = (
     "The image may be too large for this machine; try a smaller size."
 )
 SHUTTING_DOWN = "The painter is shutting down; please try again later."
+# Never inherited by painters (they decode hostile images); the bot's token is one.
+SECRET_ENV = ("DISCORD_TOKEN",)
+
+
+class _JobOwner(Protocol):
+    """The engine side of a job: RayEngine reuses PoolJob with its own scheduler."""
+
+    def _cancel(self, job: PoolJob) -> None: ...
 
 
 class PoolJob:
@@ -69,7 +86,7 @@ class PoolJob:
 
     def __init__(
         self,
-        engine: ProcessPoolEngine,
+        engine: _JobOwner,
         job_id: str,
         request: StyleRequest,
         timeout: float | None,
@@ -146,19 +163,17 @@ class _Worker:
     slot: int
     device: str
     process: BaseProcess
+    pid: int
     commands: queue.SimpleQueue[tuple | None]
     stop: Any  # RawValue('q'): the seq the worker should stop
     exited: asyncio.Future[int | None]
     ready: bool = False
+    ready_at: float = 0.0  # loop time
     killed: bool = False  # by the pool; the exit is still to come
     failure: str | None = None
     job: PoolJob | None = None
     seq: int = 0
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid
 
     @property
     def serving(self) -> bool:
@@ -219,6 +234,7 @@ class ProcessPoolEngine:
         self._queue: collections.deque[PoolJob] = collections.deque()
         self._seqs = itertools.count(1)
         self._start_failures: collections.Counter[int] = collections.Counter()
+        self._crash_streaks: collections.Counter[int] = collections.Counter()
         self._lost_slots: set[int] = set()
         self._last_failure = ""
         self._ready: asyncio.Event | None = None
@@ -348,16 +364,26 @@ class ProcessPoolEngine:
         return job
 
     def stats(self) -> EngineStats:
-        """Workers ready, workers busy (including ones stopping a cancelled job), jobs queued."""
+        """Workers ready, workers busy (including ones stopping a cancelled job), jobs queued,
+        on this one machine, and the devices of the ready workers."""
+        serving = [w for w in self._workers if w.serving]
         return EngineStats(
-            workers=sum(w.serving for w in self._workers),
+            painters=len(serving),
             busy=sum(w.job is not None for w in self._workers),
             queued=len(self._queue),
+            nodes=1,
+            devices=tuple(sorted({w.device for w in serving})),
         )
+
+    def describe(self) -> str:
+        """One line for logs and the bot's `about`: what paints, and where."""
+        stats = self.stats()
+        where = ", ".join(stats.devices) or "no device yet"
+        return f"local process pool, {stats.painters} worker(s) on {where}"
 
     def pids(self) -> list[int]:
         """The process ids of the live workers, ready or not (for diagnostics)."""
-        return [w.pid for w in self._workers if w.pid is not None]
+        return [w.pid for w in self._workers]
 
     # -- scheduling --------------------------------------------------------------------------
 
@@ -435,10 +461,14 @@ class ProcessPoolEngine:
             ),
             daemon=True,  # never outlive this process, even without close()
         )
-        process.start()
+        with without_secrets():
+            process.start()
         commands_in.close()  # the child holds these ends now; closing ours lets EOF through
         events_out.close()
-        w = _Worker(slot, device, process, queue.SimpleQueue(), stop, loop.create_future())
+        assert process.pid is not None
+        w = _Worker(
+            slot, device, process, process.pid, queue.SimpleQueue(), stop, loop.create_future()
+        )
         self._workers.append(w)
         log.info("worker pid %s spawned for %s (slot %d)", w.pid, device, slot)
         threading.Thread(
@@ -478,6 +508,7 @@ class ProcessPoolEngine:
         kind = message[0]
         if kind == "ready":
             w.ready = True
+            w.ready_at = self._loop_().time()
             w.device = message[1]
             self._start_failures[w.slot] = 0
             log.info("worker pid %s ready on %s", w.pid, w.device)
@@ -513,6 +544,8 @@ class ProcessPoolEngine:
     def _on_exit(self, w: _Worker) -> None:
         w.process.join()  # already over (its sentinel fired); this reaps it
         code = w.process.exitcode
+        w.process.close()  # its sentinel fd
+        w.commands.put(None)  # ends the writer thread, which closes the command pipe
         w.clear_timers()
         self._workers.remove(w)
         if w in self._idle:
@@ -531,16 +564,30 @@ class ProcessPoolEngine:
                 log.error("job %s lost its worker twice; giving up", job.id)
                 job._finish(error=EngineError(CRASHED_TWICE))
         if w.ready:
-            self._spawn(w.slot)
+            self._respawn_after_crash(w)
         else:
-            self._respawn_after_start_failure(w)
+            self._respawn_after_start_failure(w, code)
         self._update_ready()
         self._dispatch()
 
-    def _respawn_after_start_failure(self, w: _Worker) -> None:
-        self._last_failure = (
-            w.failure or f"the worker process exited with code {w.process.exitcode}"
+    def _respawn_after_crash(self, w: _Worker) -> None:
+        """Replace a worker that died after it was ready: at once, or later in a crash loop."""
+        if self._loop_().time() - w.ready_at < CRASH_STREAK_WINDOW:
+            self._crash_streaks[w.slot] += 1
+        else:
+            self._crash_streaks[w.slot] = 1
+        streak = self._crash_streaks[w.slot]
+        if streak == 1:
+            self._spawn(w.slot)
+            return
+        delay = min(MAX_CRASH_BACKOFF, CRASH_BACKOFF * 2.0 ** (streak - 2))
+        log.warning(
+            "worker slot %d crashed %d times in a row; respawning in %g s", w.slot, streak, delay
         )
+        self._loop_().call_later(delay, self._spawn, w.slot)
+
+    def _respawn_after_start_failure(self, w: _Worker, code: int | None) -> None:
+        self._last_failure = w.failure or f"the worker process exited with code {code}"
         self._start_failures[w.slot] += 1
         failures = self._start_failures[w.slot]
         if failures < MAX_START_FAILURES:
@@ -594,6 +641,16 @@ def _send_commands(conn: Connection, commands: queue.SimpleQueue[tuple | None]) 
         pass  # the worker died; its reader thread reports that
     finally:
         conn.close()
+
+
+@contextlib.contextmanager
+def without_secrets() -> Iterator[None]:
+    """Hide SECRET_ENV from the processes started meanwhile."""
+    saved = {name: os.environ.pop(name) for name in SECRET_ENV if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
 
 
 def _detect_devices() -> list[str]:

@@ -132,7 +132,9 @@ def serve(
             return stop.value == seq or os.getppid() != parent_pid
 
         try:
-            events.send(_run(request, seq, device, preview_interval, should_stop, events, transfer))
+            events.send(
+                run_job(request, seq, device, preview_interval, should_stop, events.send, transfer)
+            )
         except BrokenPipeError:
             break  # the parent has gone
         if os.getppid() != parent_pid:
@@ -144,19 +146,22 @@ def serve(
     os._exit(0)
 
 
-def _run(
+def run_job(
     request: StyleRequest,
     seq: int,
     device: Any,
     preview_interval: float,
     should_stop: Callable[[], bool],
-    events: Connection,
+    send: Callable[[tuple], None],
     transfer: Any,
 ) -> tuple:
-    """Run one job attempt and return the message that ends it."""
+    """Run one job attempt, `send` its throttled progress messages, return the one that ends it.
+
+    Shared by pool workers and Ray painters, so both speak the same messages.
+    """
     import torch
 
-    throttle = ProgressThrottle(lambda p: events.send(("progress", seq, p)), PROGRESS_INTERVAL)
+    throttle = ProgressThrottle(lambda p: send(("progress", seq, p)), PROGRESS_INTERVAL)
     try:
         result = transfer.stylize(
             request,
