@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from bot.app import build_bot
 from bot.settings import Settings
+from nst_engine.api import EngineError
 
 log = logging.getLogger("bot")
 
@@ -42,6 +43,9 @@ async def serve(settings: Settings) -> int:
             "of the developer portal, or set STYLEBOT_MESSAGE_CONTENT_INTENT=false."
         )
         return 2
+    except EngineError as exc:
+        log.error("stylebot could not start painting: %s", exc)
+        return 1
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

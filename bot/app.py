@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Any
 
 import discord
 from discord import app_commands
@@ -11,60 +11,16 @@ from discord.ext import commands
 
 from bot.buttons import CancelButton, ResultButton
 from bot.cog import StyleCog
+from bot.engine import start_engine
 from bot.errors import friendly
 from bot.journal import Journal
 from bot.lag import LagMonitor
 from bot.settings import Settings
 from bot.studio import Studio
 from bot.traffic import Traffic
-from nst_engine.api import Engine, EngineError
+from nst_engine.api import Engine
 
 log = logging.getLogger(__name__)
-
-
-async def start_engine(settings: Settings) -> Engine:
-    """A started engine with its painters ready, as STYLEBOT_ENGINE says: a local process pool,
-    or painters on a Ray cluster. Logs `engine: ...` (see describe_engine)."""
-    engine: Any
-    if settings.engine == "ray":
-        try:
-            from nst_engine.ray_engine import RayEngine
-        except ImportError as exc:
-            raise EngineError("STYLEBOT_ENGINE=ray needs Ray: pip install 'stylebot[ray]'") from exc
-        engine = RayEngine(
-            address=settings.ray_address,
-            painters_per_node=settings.ray_painters,
-            job_timeout=settings.job_timeout,
-            preview_interval=settings.status_interval,
-        )
-    else:
-        from nst_engine.pool import ProcessPoolEngine
-
-        engine = ProcessPoolEngine(
-            workers=settings.workers,
-            devices=settings.devices or None,
-            per_device=settings.workers_per_device,
-            job_timeout=settings.job_timeout,
-            preview_interval=settings.status_interval,
-        )
-    try:
-        await engine.start()
-        await engine.wait_ready()
-    except BaseException:
-        await engine.close()
-        raise
-    log.info("engine: %s", describe_engine(engine))
-    return engine
-
-
-def describe_engine(engine: Engine) -> str:
-    """One line on what paints and where, for the start log and `about`: e.g. `ray at
-    10.0.0.5:6379, 4 painters on 2 nodes (cuda:0)` or `local process pool, 2 worker(s) on cpu`."""
-    describe = getattr(engine, "describe", None)
-    if callable(describe):
-        return str(describe())
-    stats = engine.stats()
-    return f"{type(engine).__name__}, {stats.painters} painters on {stats.nodes} nodes"
 
 
 class StyleBot(commands.Bot):
@@ -98,7 +54,7 @@ class StyleBot(commands.Bot):
         if self.engine is None:
             log.info("starting the painter (workers=%s)", self.settings.workers or "auto")
             self.engine = await start_engine(self.settings)
-        slots = max(1, self.engine.stats().workers)
+        slots = max(1, self.engine.stats().painters)
         self.journal = Journal(self.settings.data_dir, keep_days=self.settings.keep_days)
         log.info("job journal in %s", self.settings.data_dir.resolve())
         self.studio = Studio(
@@ -110,6 +66,7 @@ class StyleBot(commands.Bot):
         if self.settings.sync_commands:
             synced = await self.tree.sync()
             log.info("synced %d slash command(s)", len(synced))
+        self._capacity = asyncio.create_task(self.studio.follow_capacity())
         resumed = await self.studio.resume()
         if resumed:
             log.info("resumed %d unfinished job(s) from the journal", resumed)
@@ -164,6 +121,7 @@ class StyleBot(commands.Bot):
             log.info("shutting down")
             try:
                 if hasattr(self, "studio"):
+                    self._capacity.cancel()
                     await self.studio.shutdown(self.settings.shutdown_grace)
             except Exception:
                 log.exception("stopping the jobs failed")

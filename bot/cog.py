@@ -12,6 +12,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import ask
+from bot.engine import describe_engine
 from bot.options import MAX_SEED, Options, parse_words
 from nst_engine import gallery, images, styles
 from nst_engine.api import MAX_SIZE, MAX_STRENGTH, MIN_SIZE, MIN_STRENGTH, InputError
@@ -196,8 +197,12 @@ class StyleCog(commands.Cog, name="Stylize"):
         paintings = ", ".join(
             f"{s.title} ({s.artist})" for name, s in styles.STYLES.items() if name != "vaporwave"
         )
+        engine = describe_engine(self.bot.engine) if self.bot.engine is not None else "not started"
         await ctx.reply(
-            CREDITS.format(paintings=paintings) + "\n\n" + self._usage(ctx), mention_author=False
+            CREDITS.format(paintings=paintings)
+            + f"\nPainting with: {engine}.\n\n"
+            + self._usage(ctx),
+            mention_author=False,
         )
 
     def _usage(self, ctx: commands.Context[StyleBot]) -> str:

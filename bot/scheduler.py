@@ -245,6 +245,11 @@ class Scheduler(Generic[J]):
             self._notify()
         return None if self.queue.is_running(job) else self.queue.positions()[job.id]
 
+    def resize(self, slots: int) -> None:
+        """Follow the engine's capacity (painters come and go on a cluster)."""
+        self.slots = max(1, slots)
+        self._pump()
+
     def cancel_waiting(self, job: J) -> bool:
         removed = self.queue.remove(job)
         if removed:

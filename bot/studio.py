@@ -518,6 +518,15 @@ class Studio:
         self._moved(self.scheduler.queue.positions())
         return len(jobs)
 
+    async def follow_capacity(self, every: float = 5.0) -> None:
+        """Keep as many jobs painting as the engine has painters (a cluster grows and shrinks)."""
+        while self.scheduler.accepting:
+            await asyncio.sleep(every)
+            painters = self.engine.stats().painters
+            if painters and painters != self.scheduler.slots:
+                log.info("the engine has %d painter(s) now", painters)
+                self.scheduler.resize(painters)
+
     async def shutdown(self, grace: float = 20.0) -> None:
         """Stop taking jobs; keep the waiting ones for the next start and say so; stop the
         painting ones (they are repainted after the restart); let deliveries finish within

@@ -24,7 +24,8 @@ ray = pytest.importorskip("ray")
 
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from bot.app import build_bot, describe_engine  # noqa: E402
+from bot.app import build_bot  # noqa: E402
+from bot.engine import describe_engine  # noqa: E402
 from bot.settings import Settings  # noqa: E402
 from nst_engine import images  # noqa: E402
 from nst_engine.ray_engine import PainterSpec, RayEngine, painter_spec  # noqa: E402
