@@ -318,7 +318,8 @@ class Studio:
         log.info("job %s: delivered as message %s", job.id, posted.id)
         done = f"✅ Job `{job.id}` is done: {posted.jump_url}"
         if job.status_id is not None:
-            self._attach_status(job)
+            if job.id not in self._statuses:  # resumed after a restart: no status object yet
+                self._attach_status(job)
             await self._finish_status(job, done)
         elif job.source_id is not None:
             self._unreact(job)
@@ -400,7 +401,7 @@ class Studio:
 
     async def _tell(self, job: Job, text: str) -> None:
         """The end of a job, in its status message, or in a reply when it has none."""
-        if job.id in self._statuses or job.status_id is not None:
+        if job.status_id is not None:
             if job.id not in self._statuses:
                 self._attach_status(job)
             await self._finish_status(job, text)

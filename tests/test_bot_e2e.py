@@ -414,8 +414,10 @@ def owner_of(painting: Message) -> int:
 
 
 async def test_caps_and_round_robin_across_three_users(engine) -> None:
+    # RELAXED: this test is about caps and fairness; on Discord's budget a burst of commands is
+    # (rightly) answered with reactions instead of status messages.
     async with (
-        FakeDiscord() as discord,
+        FakeDiscord(rate_limit=RELAXED) as discord,
         running_bot(discord, engine, max_iterations=4, guild_jobs=5) as bot,
     ):
         # Hold the only worker so ann's first job waits in the engine until every job is in.

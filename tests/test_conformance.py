@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,8 @@ async def running_bot(discord: FakeDiscord, engine: ProcessPoolEngine) -> AsyncI
         "status_interval": 0.5,
         "max_attachment_bytes": 300_000,
         "download_timeout": 10.0,
+        "download_hosts": ("127.0.0.1",),  # fakecord's CDN
+        "data_dir": tempfile.mkdtemp(prefix="stylebot-conformance-"),
     }
     bot = build_bot(Settings(_env_file=None, **values), engine)  # type: ignore[call-arg]
     task = asyncio.create_task(bot.start(discord.token))

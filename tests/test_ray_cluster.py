@@ -12,6 +12,7 @@ import asyncio
 import logging
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,8 @@ def bot_settings(token: str, address: str) -> Settings:
         default_quality="draft",
         max_iterations=120,  # long enough to lose a node mid-paint
         status_interval=0.2,
+        download_hosts=("127.0.0.1",),  # fakecord's CDN
+        data_dir=tempfile.mkdtemp(prefix="stylebot-ray-"),
     )
 
 
