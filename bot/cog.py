@@ -12,7 +12,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import ask
+from bot import ask, intake
 from bot.engine import describe_engine
 from bot.options import (
     MAX_SEED,
@@ -209,7 +209,7 @@ class StyleCog(commands.Cog, name="Stylize"):
                 "remove one first."
             )
         studio = self.bot.studio
-        ask.intake.check_attachment(image, studio.limits)
+        intake.check_attachment(image, studio.limits)
         await ctx.defer()
         data = await studio.downloader.read(image)
         s = self.bot.settings

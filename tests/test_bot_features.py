@@ -18,7 +18,7 @@ import pytest_asyncio
 
 from bot.app import StyleBot
 from bot.buttons import MAX_CUSTOM_ID, ResultButton
-from bot.journal import Journal
+from bot.journal import Job, Journal
 from bot.options import (
     Options,
     Part,
@@ -26,6 +26,8 @@ from bot.options import (
     parse_blend,
     parse_words,
 )
+from bot.reencode import reencode
+from nst_engine import images
 from nst_engine.api import InputError, StyleRequest, StyleSource
 from nst_engine.pool import ProcessPoolEngine
 from tests.fakecord import RELAXED, FakeDiscord
@@ -164,6 +166,29 @@ def test_styles_table_per_server_capped_and_forgotten(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "stylebot.db") as db:
         columns = [row[1] for row in db.execute("PRAGMA table_info(styles)")]
     assert columns == ["guild_id", "name", "file", "created", "added_by"]
+
+
+def test_jobs_journalled_before_blends_read_as_one_style_image(tmp_path: Path) -> None:
+    j = Journal(tmp_path)
+    old = Job(id="old1", owner_id=1, guild_id=2, channel_id=3, options=Options(), upload_limit=9)
+    j.add(old, b"photo", [b"style"])  # written as before blends: no name, one style image
+    again = j.get("old1")
+    assert again is not None and again.options.style == "~" and again.options.images == 1
+    assert j.inputs(again) == (b"photo", [b"style"])
+
+
+@e2e
+async def test_style_images_are_reencoded_in_a_child_process() -> None:
+    big = sample("astronaut.png", long_side=200)
+    png = await reencode(big, max_bytes=10**6, max_pixels=10**6, long_side=96)
+    info = images.probe(png)
+    assert (info.format, max(info.width, info.height)) == ("PNG", 96)
+    with pytest.raises(InputError, match="damaged or cut short"):
+        await reencode(big[:400], max_bytes=10**6, max_pixels=10**6, long_side=96)
+    with pytest.raises(InputError, match="too large: 200×200 pixels"):
+        await reencode(big, max_bytes=10**6, max_pixels=1000, long_side=96)
+    with pytest.raises(InputError, match="took too long"):
+        await reencode(big, max_bytes=10**6, max_pixels=10**6, long_side=96, timeout=0.01)
 
 
 # ---------------------------------------------------------------- end to end
