@@ -24,7 +24,7 @@ from bot.options import (
     parse_blend,
     parse_words,
 )
-from bot.reencode import reencode
+from bot.pictures import reencode, server_sheet
 from nst_engine import gallery, images, styles
 from nst_engine.api import MAX_SIZE, MAX_STRENGTH, MIN_SIZE, MIN_STRENGTH, InputError
 
@@ -158,7 +158,7 @@ class StyleCog(commands.Cog, name="Stylize"):
 
     @commands.hybrid_command(name="styles")
     async def styles_(self, ctx: commands.Context[StyleBot]) -> None:
-        """Show the built-in styles."""
+        """Show the built-in styles and this server's own."""
         await ctx.defer()
         if self._gallery is None:
             self._gallery = await asyncio.to_thread(
@@ -168,15 +168,18 @@ class StyleCog(commands.Cog, name="Stylize"):
             f"`{name}`: *{s.title}*, {s.artist} ({s.year})" for name, s in styles.STYLES.items()
         ]
         text = "**Built-in styles** (use the name after `stylize`):\n" + "\n".join(lines)
-        own = self.bot.studio.journal.styles_of(ctx.guild.id if ctx.guild else None)
+        files = [discord.File(io.BytesIO(self._gallery), filename="styles.jpg")]
+        journal = self.bot.studio.journal
+        own = journal.styles_of(ctx.guild.id if ctx.guild else None)
         if own:
             names = ", ".join(f"`{s.name}`" for s in own)
             text += f"\n**This server's styles**: {names}"
-        await ctx.reply(
-            text,
-            file=discord.File(io.BytesIO(self._gallery), filename="styles.jpg"),
-            mention_author=False,
-        )
+            try:  # their pictures are users' images: drawn by a child process
+                sheet = await server_sheet([(s.name, journal.dir / s.file) for s in own])
+                files.append(discord.File(io.BytesIO(sheet), filename="server-styles.jpg"))
+            except InputError as exc:
+                log.warning("guild %s: no sheet of its styles: %s", ctx.guild and ctx.guild.id, exc)
+        await ctx.reply(text, files=files, mention_author=False)
 
     # ------------------------------------------------------------------ server styles
 

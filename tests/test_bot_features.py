@@ -26,7 +26,7 @@ from bot.options import (
     parse_blend,
     parse_words,
 )
-from bot.reencode import reencode
+from bot.pictures import reencode
 from nst_engine import images
 from nst_engine.api import InputError, StyleRequest, StyleSource
 from nst_engine.pool import ProcessPoolEngine
@@ -357,7 +357,9 @@ async def test_server_styles_add_use_list_remove_restart_and_leave(engine) -> No
             listed = await discord.post(eve, "!style list", channel=art)
             await bot_reply(discord, listed, "`ours`, added by")
             sheet = await discord.post(eve, "!styles", channel=art)
-            await bot_reply(discord, sheet, "**This server's styles**: `ours`")
+            shown = await bot_reply(discord, sheet, "**This server's styles**: `ours`")
+            assert [f.filename for f in shown.files] == ["styles.jpg", "server-styles.jpg"]
+            assert images.probe(shown.files[1].data).format == "JPEG"
             # Another server cannot see it.
             elsewhere = await discord.post(eve, "!stylize ours", files=[("c.png", PHOTO)])
             await bot_reply(discord, elsewhere, "Unknown style 'ours'")
