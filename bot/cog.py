@@ -40,13 +40,12 @@ Reply to a message that has a photo to use that photo. Options, in any order:
 `strength=2` (0.05–20, 1 is the default look) · `size=512` (long side in pixels, up to {max_size}) \
 · `quality=draft|standard|high` · `keep-colors` (keep the photo's colours) · `seed=7`
 Example: `{p}stylize starry-night strength=2 size=512 quality=high keep-colors seed=7`
-**Blends**: `{p}stylize starry-night+the-scream`, weighted `starry-night:2+the-scream:1`; \
-every extra image attached joins the blend; at most {max_styles} styles.
-**Server styles**: `{p}style add NAME` with an image attached, `{p}style remove NAME` (both need \
-Manage Server), `{p}style list`; then `{p}stylize NAME` in this server.
-The same works as `@{name} stylize ...` and as `/stylize` (with `photo`, `style_image`, \
-`style_image2`) and `/style add|remove|list`.
-Other commands: `styles` (all styles), `queue` (your jobs), `cancel [job]`, `about`.
+**Blends**: `{p}stylize starry-night:2+the-scream` (weights optional; extra images attached \
+join in; up to {max_styles} styles).
+**Server styles**: `{p}style add NAME` (with an image) · `{p}style remove NAME` (both need \
+Manage Server) · `{p}style list`.
+The same works as `@{name} stylize ...` and as slash commands (`/stylize`, `/style add`, ...).
+Other commands: `styles` (the styles), `queue` (your jobs), `cancel [job]`, `about`.
 Under each result: **Stronger**, **Subtler**, **Keep colours**/**Full colour**, **New seed**."""
 
 CREDITS = """\

@@ -271,6 +271,11 @@ async def test_weights_autocomplete_and_more_than_four_styles(world) -> None:
         cat, "stylize", {"style": "starry-night:2+scre"}, focused="style"
     )
     assert [c["value"] for c in choices] == ["starry-night:2+the-scream"]
+    help_msg = await discord.post(cat, "!help")
+    await bot_reply(discord, help_msg, "!stylize starry-night:2+the-scream")
+    await bot_reply(discord, help_msg, "!style add NAME")
+    bare = await discord.post(cat, "!style")
+    await bot_reply(discord, bare, "Use `!style add NAME` (with an image)")
 
 
 @e2e
