@@ -88,7 +88,9 @@ def check_style_name(name: str) -> str:
 
 
 def _canonical(name: str, server: Collection[str]) -> str:
-    if name == IMAGE or name in server:
+    if name == IMAGE or name in styles.STYLES:
+        return name
+    if name in server:  # after the built-ins: a server's name never shadows one
         return name
     try:
         return styles.get(name).name  # "Unknown style 'x'. Did you mean 'y'?"
