@@ -135,9 +135,9 @@ class Ask:
     owner_id: int
     guild_id: int | None
     channel_id: int
-    options: Options
+    options: Options  # its blend counts `style_images`
     photo: AttachmentLike
-    style_image: AttachmentLike | None
+    style_images: list[AttachmentLike]
     permissions: discord.Permissions  # the bot's own, in the channel
     in_thread: bool
     upload_limit: int  # for files the bot uploads with its own token: the server's limit
@@ -154,12 +154,20 @@ def _checked(
     replied: list[AttachmentLike],
     options: Options,
     limits: IntakeLimits,
-) -> tuple[AttachmentLike, AttachmentLike | None]:
-    photo, style = intake.pick(own, replied, needs_style_image=options.style is None)
-    for att in (photo, style):
-        if att is not None:
-            intake.check_attachment(att, limits)
-    return photo, style
+    *,
+    rerun: bool = False,
+) -> tuple[AttachmentLike, list[AttachmentLike], Options]:
+    """The photo, the style images, and the options with those images in their blend.
+
+    A re-run (`rerun`) takes exactly the style images its blend already counts."""
+    photo, styles = intake.pick(
+        own, replied, named=options.style is not None, images=options.images if rerun else None
+    )
+    if not rerun:
+        options = options.with_images(len(styles))
+    for att in (photo, *styles):
+        intake.check_attachment(att, limits)
+    return photo, styles, options
 
 
 def _upload_limit(guild: discord.Guild | None) -> int:
@@ -197,7 +205,7 @@ async def from_message(
     in_thread = isinstance(channel, discord.Thread)
     speak = perms.send_messages_in_threads if in_thread else perms.send_messages
     front = MessageFront(message, traffic, may_speak=perms.view_channel and speak)
-    photo, style = _checked(
+    photo, styles, options = _checked(
         list(message.attachments), await replied_attachments(message), options, limits
     )
     return Ask(
@@ -206,7 +214,7 @@ async def from_message(
         channel_id=channel.id,
         options=options,
         photo=photo,
-        style_image=style,
+        style_images=styles,
         permissions=perms,
         in_thread=in_thread,
         upload_limit=_upload_limit(message.guild),
@@ -223,6 +231,7 @@ def from_interaction(
     *,
     source_id: int | None = None,
     replied: list[AttachmentLike] | None = None,
+    rerun: bool = False,
 ) -> Ask:
     """A slash command's or a button's ask (`options` already resolved); raises `InputError`.
 
@@ -232,14 +241,14 @@ def from_interaction(
     channel = interaction.channel
     if channel is None or interaction.channel_id is None:
         raise InputError("I can't see this channel.")
-    photo, style = _checked(attachments, replied or [], options, limits)
+    photo, styles, options = _checked(attachments, replied or [], options, limits, rerun=rerun)
     return Ask(
         owner_id=interaction.user.id,
         guild_id=interaction.guild_id,
         channel_id=interaction.channel_id,
         options=options,
         photo=photo,
-        style_image=style,
+        style_images=styles,
         permissions=interaction.app_permissions,
         in_thread=isinstance(channel, discord.Thread),
         upload_limit=_upload_limit(interaction.guild),
@@ -265,9 +274,11 @@ async def from_button(
         if holder is None:
             raise InputError("I can't find the message these buttons were on.")
         copies: list[AttachmentLike] = list(holder.attachments[1:])
-        if not copies or (options.style is None and len(copies) < 2):
+        if len(copies) < 1 + options.images:
             raise InputError("The images of that job are gone, so I can't re-run it.")
-        return from_interaction(interaction, options, copies[: 1 if options.style else 2], limits)
+        return from_interaction(
+            interaction, options, copies[: 1 + options.images], limits, rerun=True
+        )
     channel = interaction.channel
     if not isinstance(channel, discord.abc.Messageable):
         raise InputError("I can't see this channel any more.")
@@ -284,4 +295,5 @@ async def from_button(
         limits,
         source_id=source_id,
         replied=await replied_attachments(original),
+        rerun=True,
     )

@@ -1,7 +1,10 @@
-"""Buttons as `DynamicItem`s: everything they need is in their custom_id, so they outlive restarts.
+"""Buttons as `DynamicItem`s: what they need is in their custom_id or the journal, so they
+outlive restarts.
 
 Result buttons carry the action, the owner, the source (the id of the user's message in the same
-channel, or `r` when the inputs are attached to the result message itself) and the packed options.
+channel, or `r` when the inputs are attached to the result message itself) and the packed options;
+when those don't fit Discord's 100 characters (a blend of long names), `j` and the result's job id
+instead: the journal keeps every job's options for `STYLEBOT_KEEP_DAYS`.
 The Cancel button on a status message carries the job id.
 """
 
@@ -23,6 +26,7 @@ if TYPE_CHECKING:
     from bot.app import StyleBot
 
 STEP = 1.5
+MAX_CUSTOM_ID = 100
 ACTIONS = {"+": "Stronger", "-": "Subtler", "k": "Keep colours", "n": "New seed"}
 
 
@@ -41,21 +45,39 @@ def changed(action: str, options: Options) -> Options:
 
 class ResultButton(
     discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=r"sb:(?P<action>[+\-kn]):(?P<owner>\d+):(?P<source>\d+|r):" + PACKED,
+    template=r"sb:(?P<action>[+\-kn]):(?P<owner>\d+):(?P<source>\d+|r):"
+    r"(?:j(?P<job>[0-9a-f]{1,32})|" + PACKED + ")",
 ):
-    def __init__(self, action: str, owner_id: int, source: int | None, options: Options) -> None:
+    def __init__(
+        self,
+        action: str,
+        owner_id: int,
+        source: int | None,
+        options: Options | None,
+        job_id: str | None = None,
+    ) -> None:
+        """`options` None: the job's record is gone from the journal (the click is refused)."""
         self.action = action
         self.owner_id = owner_id
         self.source = source
         self.options = options
         label = ACTIONS[action]
-        if action == "k" and options.keep_colors:
-            label = "Full colour"
-        disabled = (action == "+" and options.strength >= MAX_STRENGTH) or (
-            action == "-" and options.strength <= MIN_STRENGTH
-        )
+        disabled = False
+        if options is not None:
+            if action == "k" and options.keep_colors:
+                label = "Full colour"
+            disabled = (action == "+" and options.strength >= MAX_STRENGTH) or (
+                action == "-" and options.strength <= MIN_STRENGTH
+            )
         where = "r" if source is None else str(source)
-        custom_id = f"sb:{action}:{owner_id}:{where}:{pack(options)}"
+        custom_id = f"sb:{action}:{owner_id}:{where}:"
+        packed = None if options is None else pack(options)
+        if packed is not None and len(custom_id + packed) <= MAX_CUSTOM_ID:
+            custom_id += packed
+        elif job_id is not None:
+            custom_id += f"j{job_id}"
+        else:
+            raise ValueError("these options need the job id to fit a custom_id")
         style = discord.ButtonStyle.secondary if action == "n" else discord.ButtonStyle.primary
         super().__init__(
             discord.ui.Button(label=label, style=style, custom_id=custom_id, disabled=disabled)
@@ -66,7 +88,13 @@ class ResultButton(
         cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
     ) -> ResultButton:
         source = None if match["source"] == "r" else int(match["source"])
-        return cls(match["action"], int(match["owner"]), source, unpack(match))
+        job_id = match["job"]
+        if job_id is None:
+            options: Options | None = unpack(match)
+        else:
+            job = interaction.client.studio.journal.get(job_id)  # type: ignore[attr-defined]
+            options = None if job is None else job.options
+        return cls(match["action"], int(match["owner"]), source, options, job_id)
 
     async def callback(self, interaction: discord.Interaction[StyleBot]) -> None:
         if interaction.user.id != self.owner_id:
@@ -77,8 +105,13 @@ class ResultButton(
             )
             return
         studio = interaction.client.studio
+        if self.options is None:
+            await interaction.response.send_message(
+                "That result is too old to re-run; please ask again.", ephemeral=True
+            )
+            return
         try:
-            options = studio.resolve(changed(self.action, self.options))
+            options = studio.resolve(changed(self.action, self.options), interaction.guild_id)
             the_ask = await ask.from_button(interaction, self.source, options, studio.limits)
         except InputError as exc:
             await interaction.response.send_message(friendly(exc), ephemeral=True)
@@ -107,10 +140,12 @@ class CancelButton(
         await interaction.client.studio.cancel_from_button(interaction, self.job_id)
 
 
-def result_view(owner_id: int, source: int | None, options: Options) -> discord.ui.View:
+def result_view(
+    owner_id: int, source: int | None, options: Options, job_id: str
+) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     for action in ACTIONS:
-        view.add_item(ResultButton(action, owner_id, source, options))
+        view.add_item(ResultButton(action, owner_id, source, options, job_id))
     return view
 
 

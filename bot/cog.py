@@ -1,4 +1,5 @@
-"""The chat commands: stylize, styles, cancel, queue, help and about (each `!x`, `@bot x`, `/x`)."""
+"""The chat commands: stylize, styles, style add/remove/list, cancel, queue, help and about (each
+`!x`, `@bot x`, `/x`)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,19 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import ask
+from bot import ask, intake
 from bot.engine import describe_engine
-from bot.options import MAX_SEED, Options, parse_words
+from bot.options import (
+    MAX_SEED,
+    MAX_SERVER_STYLES,
+    MAX_STYLES,
+    Options,
+    blend_text,
+    check_style_name,
+    parse_blend,
+    parse_words,
+)
+from bot.pictures import reencode, server_sheet
 from nst_engine import gallery, images, styles
 from nst_engine.api import MAX_SIZE, MAX_STRENGTH, MIN_SIZE, MIN_STRENGTH, InputError
 
@@ -29,8 +40,12 @@ Reply to a message that has a photo to use that photo. Options, in any order:
 `strength=2` (0.05–20, 1 is the default look) · `size=512` (long side in pixels, up to {max_size}) \
 · `quality=draft|standard|high` · `keep-colors` (keep the photo's colours) · `seed=7`
 Example: `{p}stylize starry-night strength=2 size=512 quality=high keep-colors seed=7`
-The same works as `@{name} stylize ...` and as `/stylize` (with `photo` and `style_image`).
-Other commands: `styles` (the built-in styles), `queue` (your jobs), `cancel [job]`, `about`.
+**Blends**: `{p}stylize starry-night:2+the-scream` (weights optional; extra images attached \
+join in; up to {max_styles} styles).
+**Server styles**: `{p}style add NAME` (with an image) · `{p}style remove NAME` (both need \
+Manage Server) · `{p}style list`.
+The same works as `@{name} stylize ...` and as slash commands (`/stylize`, `/style add`, ...).
+Other commands: `styles` (the styles), `queue` (your jobs), `cancel [job]`, `about`.
 Under each result: **Stronger**, **Subtler**, **Keep colours**/**Full colour**, **New seed**."""
 
 CREDITS = """\
@@ -55,8 +70,9 @@ class StyleCog(commands.Cog, name="Stylize"):
     @commands.hybrid_command(name="stylize")
     @app_commands.describe(
         photo="The photo to paint",
-        style="A built-in style (see /styles); leave empty to use style_image",
-        style_image="A picture whose style to use (instead of a built-in style)",
+        style="A style (see /styles) or a blend: starry-night:2+the-scream; may be empty",
+        style_image="A picture whose style to use (blends with the style, if any)",
+        style_image2="Another style picture to blend in",
         strength=f"How strong the style is: {MIN_STRENGTH}–{MAX_STRENGTH:g}, 1 is the default",
         size="Long side of the result in pixels",
         quality="draft is fastest, high is slowest",
@@ -69,33 +85,38 @@ class StyleCog(commands.Cog, name="Stylize"):
         photo: discord.Attachment | None = None,
         style: str | None = None,
         style_image: discord.Attachment | None = None,
+        style_image2: discord.Attachment | None = None,
         strength: app_commands.Range[float, MIN_STRENGTH, MAX_STRENGTH] | None = None,
         size: app_commands.Range[int, MIN_SIZE, MAX_SIZE] | None = None,
         quality: Literal["draft", "standard", "high"] | None = None,
         keep_colors: bool | None = None,
         seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
     ) -> None:
-        """Paint a photo in the style of a built-in painting or of another picture."""
+        """Paint a photo in the style of a painting, of other pictures, or a blend of them."""
         studio = self.bot.studio
+        guild_id = ctx.guild.id if ctx.guild else None
         if ctx.interaction is None:
-            options = studio.resolve(parse_words(self._words_after_command(ctx)))
+            words = self._words_after_command(ctx)
+            options = parse_words(words, studio.journal.style_names(guild_id))
+            options = studio.resolve(options, guild_id)
             the_ask = await ask.from_message(
                 ctx.message, ctx.me, options, studio.limits, studio.traffic
             )
         else:
             options = studio.resolve(
                 Options(
-                    style=style or None,
+                    style=blend_text(parse_blend(style)) if style else None,
                     strength=1.0 if strength is None else strength,
                     size=size,
                     quality=quality,
                     keep_colors=bool(keep_colors),
                     seed=seed or 0,
-                )
+                ),
+                guild_id,
             )
             if photo is None:
                 raise InputError("Attach a photo in the `photo` option.")
-            attached = [a for a in (photo, style_image) if a is not None]
+            attached = [a for a in (photo, style_image, style_image2) if a is not None]
             the_ask = ask.from_interaction(ctx.interaction, options, attached, studio.limits)
         await studio.take(the_ask)
 
@@ -103,11 +124,23 @@ class StyleCog(commands.Cog, name="Stylize"):
     async def _style_autocomplete(
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
-        key = current.strip().lower()
+        """Complete the part after the last `+`, keeping the blend before it."""
+        before, plus, last = current.strip().lower().rpartition("+")
+        head = before + plus
+        if ":" in last or len(head) > 60:  # a weight is being typed, or no room for a name
+            return [app_commands.Choice(name=current[:100], value=current[:100])] if current else []
+        key = last.strip()
         found = [
-            app_commands.Choice(name=f"{name}: {s.title}, {s.artist}"[:100], value=name)
+            app_commands.Choice(
+                name=f"{head}{name}: {s.title}, {s.artist}"[:100], value=head + name
+            )
             for name, s in styles.STYLES.items()
             if key in name or key in s.title.lower() or key in s.artist.lower()
+        ]
+        found += [
+            app_commands.Choice(name=f"{head}{name} (this server's)"[:100], value=head + name)
+            for name in sorted(self.bot.studio.journal.style_names(interaction.guild_id))
+            if key in name
         ]
         return found[:25]
 
@@ -124,7 +157,7 @@ class StyleCog(commands.Cog, name="Stylize"):
 
     @commands.hybrid_command(name="styles")
     async def styles_(self, ctx: commands.Context[StyleBot]) -> None:
-        """Show the built-in styles."""
+        """Show the built-in styles and this server's own."""
         await ctx.defer()
         if self._gallery is None:
             self._gallery = await asyncio.to_thread(
@@ -134,11 +167,113 @@ class StyleCog(commands.Cog, name="Stylize"):
             f"`{name}`: *{s.title}*, {s.artist} ({s.year})" for name, s in styles.STYLES.items()
         ]
         text = "**Built-in styles** (use the name after `stylize`):\n" + "\n".join(lines)
-        await ctx.reply(
-            text,
-            file=discord.File(io.BytesIO(self._gallery), filename="styles.jpg"),
-            mention_author=False,
+        files = [discord.File(io.BytesIO(self._gallery), filename="styles.jpg")]
+        journal = self.bot.studio.journal
+        own = journal.styles_of(ctx.guild.id if ctx.guild else None)
+        if own:
+            names = ", ".join(f"`{s.name}`" for s in own)
+            text += f"\n**This server's styles**: {names}"
+            try:  # their pictures are users' images: drawn by a child process
+                sheet = await server_sheet([(s.name, journal.dir / s.file) for s in own])
+                files.append(discord.File(io.BytesIO(sheet), filename="server-styles.jpg"))
+            except InputError as exc:
+                log.warning("guild %s: no sheet of its styles: %s", ctx.guild and ctx.guild.id, exc)
+        await ctx.reply(text, files=files, mention_author=False)
+
+    # ------------------------------------------------------------------ server styles
+
+    @commands.hybrid_group(name="style", invoke_without_command=True)
+    @commands.guild_only()
+    async def style(self, ctx: commands.Context[StyleBot]) -> None:
+        """This server's own styles."""
+        p = self.bot.settings.prefix
+        raise InputError(
+            f"Use `{p}style add NAME` (with an image), `{p}style remove NAME` or `{p}style list`."
         )
+
+    @style.command(name="add")
+    @app_commands.describe(
+        name="2–32 characters: a-z, 0-9 and -", image="The picture whose style to keep"
+    )
+    async def style_add(
+        self, ctx: commands.Context[StyleBot], name: str, image: discord.Attachment
+    ) -> None:
+        """Add a style to this server (Manage Server)."""
+        guild = self._managed_guild(ctx)
+        name = check_style_name(name)
+        journal = self.bot.studio.journal
+        known = journal.style_names(guild.id)
+        if name in known:
+            raise InputError(f"This server already has a style `{name}`; remove it first.")
+        if len(known) >= MAX_SERVER_STYLES:
+            raise InputError(
+                f"This server has {MAX_SERVER_STYLES} styles, the most it may have; "
+                "remove one first."
+            )
+        studio = self.bot.studio
+        intake.check_attachment(image, studio.limits)
+        await ctx.defer()
+        data = await studio.downloader.read(image)
+        s = self.bot.settings
+        png = await reencode(
+            data, max_bytes=s.max_attachment_bytes, max_pixels=s.max_pixels, long_side=s.max_size
+        )
+        stored = await asyncio.to_thread(
+            journal.add_style, guild.id, name, png, ctx.author.id, MAX_SERVER_STYLES
+        )
+        if not stored:
+            raise InputError(f"This server has {MAX_SERVER_STYLES} styles already.")
+        log.info("guild %s: style %s added by %s", guild.id, name, ctx.author.id)
+        await ctx.reply(
+            f"🖼️ Added the style `{name}` to this server: `stylize {name}`.", mention_author=False
+        )
+
+    @style.command(name="remove")
+    @app_commands.describe(name="The style's name")
+    async def style_remove(self, ctx: commands.Context[StyleBot], name: str) -> None:
+        """Remove one of this server's styles (Manage Server)."""
+        guild = self._managed_guild(ctx)
+        key = name.strip().lower()
+        if not await asyncio.to_thread(self.bot.studio.journal.remove_style, guild.id, key):
+            raise InputError(f"This server has no style `{key}`.")
+        log.info("guild %s: style %s removed by %s", guild.id, key, ctx.author.id)
+        await ctx.reply(f"🗑️ Removed the style `{key}`.", mention_author=False)
+
+    @style.command(name="list")
+    async def style_list(self, ctx: commands.Context[StyleBot]) -> None:
+        """This server's own styles."""
+        if ctx.guild is None:
+            raise InputError("Server styles only exist in a server.")
+        own = self.bot.studio.journal.styles_of(ctx.guild.id)
+        if not own:
+            text = "This server has no styles of its own yet (`style add NAME` with an image)."
+        else:
+            lines = [f"`{s.name}`, added by <@{s.added_by}>" for s in own]
+            text = f"**This server's styles** ({len(own)}/{MAX_SERVER_STYLES}):\n" + "\n".join(
+                lines
+            )
+        await ctx.reply(text, mention_author=False, allowed_mentions=discord.AllowedMentions.none())
+
+    @style_remove.autocomplete("name")
+    async def _own_style_autocomplete(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        key = current.strip().lower()
+        names = sorted(self.bot.studio.journal.style_names(interaction.guild_id))
+        return [app_commands.Choice(name=n, value=n) for n in names if key in n][:25]
+
+    @staticmethod
+    def _managed_guild(ctx: commands.Context[StyleBot]) -> discord.Guild:
+        if ctx.guild is None:
+            raise InputError("Server styles only exist in a server.")
+        if not ctx.permissions.manage_guild:
+            raise InputError("Only members with the Manage Server permission can do that.")
+        return ctx.guild
+
+    @commands.Cog.listener()
+    async def on_guild_remove(self, guild: discord.Guild) -> None:
+        removed = await asyncio.to_thread(self.bot.studio.journal.forget_guild, guild.id)
+        log.info("left guild %s: removed its %d style(s)", guild.id, removed)
 
     @commands.hybrid_command(name="queue")
     async def queue(self, ctx: commands.Context[StyleBot]) -> None:
@@ -210,5 +345,6 @@ class StyleCog(commands.Cog, name="Stylize"):
         return USAGE.format(
             p=self.bot.settings.prefix,
             max_size=self.bot.settings.max_size,
+            max_styles=MAX_STYLES,
             name=me.name if me else "stylebot",
         )

@@ -18,6 +18,7 @@ from typing import Protocol
 import aiohttp
 import yarl
 
+from bot.options import MAX_STYLES
 from nst_engine import images
 from nst_engine.api import InputError
 
@@ -135,20 +136,27 @@ class Downloader:
 
 
 def pick(
-    own: list[AttachmentLike], replied: list[AttachmentLike], *, needs_style_image: bool
-) -> tuple[AttachmentLike, AttachmentLike | None]:
-    """Choose the photo (and style image) from the invoking message and the replied-to one.
+    own: list[AttachmentLike],
+    replied: list[AttachmentLike],
+    *,
+    named: bool,
+    images: int | None = None,
+) -> tuple[AttachmentLike, list[AttachmentLike]]:
+    """Choose the photo and the style images from the invoking message and the replied-to one.
 
-    The photo is the first attachment of the invoking message; when it has too few, the first
-    attachment of the message it replies to is the photo and its own attachment the style.
+    The photo is the first attachment of the invoking message and the others are style images;
+    when it has too few, the first attachment of the message it replies to is the photo. With
+    `named` (a style name was given) style images are optional; `images` asks for exactly that
+    many (a button re-running a job).
     """
-    needed = 2 if needs_style_image else 1
-    if len(own) > needed:
-        what = "a photo and a style image" if needs_style_image else "one photo"
+    if images is None and len(own) > 1 + MAX_STYLES:
         raise InputError(
-            f"Too many attachments: {len(own)}. Attach {what}"
-            + ("." if needs_style_image else " (with a style name), or two images.")
+            f"Too many attachments: {len(own)}. Attach a photo and at most {MAX_STYLES} "
+            "style images."
         )
+    if images is not None and len(own) > 1 + images:
+        raise InputError(f"Too many attachments: {len(own)}.")
+    needed = 1 + (images if images is not None else 0 if named else 1)
     chosen = list(own)
     if len(chosen) < needed and replied:
         chosen.insert(0, replied[0])
@@ -161,4 +169,4 @@ def pick(
         raise InputError(
             "I need a style: give a style name (see `styles`) or attach a second image."
         )
-    return chosen[0], (chosen[1] if needs_style_image else None)
+    return chosen[0], chosen[1 : None if images is None else needed]

@@ -6,6 +6,9 @@ repaint the ones that were painting, deliver the painted ones. Inputs and a pain
 as files beside the database (`jobs/<id>/`) until the job ends; finished records are pruned after
 `keep_days`.
 
+The same database holds each server's own styles (`styles` table); their images, re-encoded PNGs,
+live in `styles/<guild_id>/<name>.png` until they are removed or the bot leaves the server.
+
 The database runs in WAL mode with `synchronous=NORMAL`: a committed transaction survives the
 process being killed at any moment (the OS holds the write); only a power cut may lose the last
 few commits, and even then the file stays consistent.
@@ -13,6 +16,7 @@ few commits, and even then the file stays consistent.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -21,6 +25,7 @@ import sqlite3
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -53,12 +58,20 @@ CREATE TABLE IF NOT EXISTS jobs (
     upload_limit INTEGER NOT NULL,
     options TEXT NOT NULL,
     inputs_on_result INTEGER NOT NULL DEFAULT 0,
-    has_style_image INTEGER NOT NULL DEFAULT 0,
+    has_style_image INTEGER NOT NULL DEFAULT 0,  -- how many style image files the job has
     error TEXT,
     created REAL NOT NULL,
     updated REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
+CREATE TABLE IF NOT EXISTS styles (
+    guild_id INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    file TEXT NOT NULL,
+    created REAL NOT NULL,
+    added_by INTEGER NOT NULL,
+    PRIMARY KEY (guild_id, name)
+);
 """
 
 PHOTO = "photo"
@@ -66,12 +79,30 @@ STYLE = "style"
 RESULT = "result.png"
 
 
+def style_file(index: int) -> str:
+    """The name of a job's style image file number `index` (0-based): `style`, `style-2`, ..."""
+    return STYLE if index == 0 else f"{STYLE}-{index + 1}"
+
+
+@dataclass(frozen=True)
+class ServerStyle:
+    """One of a server's own styles: its name, its PNG (relative to the data dir), who added it."""
+
+    guild_id: int
+    name: str
+    file: str
+    created: float
+    added_by: int
+
+
 @dataclass(eq=False)
 class Job:
     """A job as the bot knows it: who asked, where to answer, what to paint, how far it got.
 
     `inputs_on_result` marks jobs (slash commands, their buttons) whose inputs exist nowhere in
-    the channel, so the result message carries copies of them for its buttons.
+    the channel, so the result message carries copies of them for its buttons. `style_images`
+    counts the job's style image files: one per attached style image and per server style of
+    its blend, in blend order.
     """
 
     id: str
@@ -85,7 +116,7 @@ class Job:
     status_id: int | None = None
     result_id: int | None = None
     inputs_on_result: bool = False
-    has_style_image: bool = False
+    style_images: int = 0
     state: str = ACCEPTED
     seq: int = 0
     error: str | None = None
@@ -96,6 +127,13 @@ _COLUMNS = (
     "id, state, owner_id, guild_id, channel_id, source_id, status_id, reply_to_id, result_id, "
     "upload_limit, options, inputs_on_result, has_style_image, error, created, seq"
 )
+
+
+def _options(row: sqlite3.Row) -> Options:
+    values = json.loads(row["options"])
+    if values.get("style") is None and row["has_style_image"]:
+        values["style"] = "~"  # written before blends: no style name meant one style image
+    return Options(**values)
 
 
 def _row_to_job(row: sqlite3.Row) -> Job:
@@ -110,9 +148,9 @@ def _row_to_job(row: sqlite3.Row) -> Job:
         reply_to_id=row["reply_to_id"],
         result_id=row["result_id"],
         upload_limit=row["upload_limit"],
-        options=Options(**json.loads(row["options"])),
+        options=_options(row),
         inputs_on_result=bool(row["inputs_on_result"]),
-        has_style_image=bool(row["has_style_image"]),
+        style_images=row["has_style_image"],
         error=row["error"],
         created=row["created"],
         seq=row["seq"],
@@ -140,6 +178,7 @@ class Journal:
         self.dir = Path(data_dir)
         self.jobs_dir = self.dir / "jobs"
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        self.styles_dir = self.dir / "styles"
         self.keep_days = keep_days
         # One connection, used from the event loop and from worker threads (file writes run
         # there), one statement at a time.
@@ -167,8 +206,9 @@ class Journal:
 
     # ---------------------------------------------------------------- records
 
-    def add(self, job: Job, photo: bytes, style_image: bytes | None) -> None:
-        """Store the inputs, then the record (state `accepted`); sets `job.seq`.
+    def add(self, job: Job, photo: bytes, style_images: Sequence[bytes] = ()) -> None:
+        """Store the inputs (the photo and every style image), then the record (state
+        `accepted`); sets `job.seq`.
 
         Files first: a crash in between leaves an orphan folder that `prune` removes, never a
         record without its inputs.
@@ -176,9 +216,9 @@ class Journal:
         folder = self.jobs_dir / job.id
         folder.mkdir(exist_ok=True)
         _write_file(folder / PHOTO, photo)
-        if style_image is not None:
-            _write_file(folder / STYLE, style_image)
-        job.has_style_image = style_image is not None
+        for index, data in enumerate(style_images):
+            _write_file(folder / style_file(index), data)
+        job.style_images = len(style_images)
         now = time.time()
         cursor = self._execute(
             "INSERT INTO jobs (id, state, owner_id, guild_id, channel_id, source_id, status_id, "
@@ -196,7 +236,7 @@ class Journal:
                 job.upload_limit,
                 json.dumps(asdict(job.options)),
                 int(job.inputs_on_result),
-                int(job.has_style_image),
+                job.style_images,
                 job.created,
                 now,
             ),
@@ -241,12 +281,11 @@ class Journal:
 
     # ---------------------------------------------------------------- files
 
-    def inputs(self, job: Job) -> tuple[bytes, bytes | None]:
-        """The photo and (when the job has one) the style image, as they were accepted."""
+    def inputs(self, job: Job) -> tuple[bytes, list[bytes]]:
+        """The photo and the style images (in blend order), as they were accepted."""
         folder = self.jobs_dir / job.id
         photo = (folder / PHOTO).read_bytes()
-        style = (folder / STYLE).read_bytes() if job.has_style_image else None
-        return photo, style
+        return photo, [(folder / style_file(i)).read_bytes() for i in range(job.style_images)]
 
     def save_result(self, job: Job, png: bytes, copies: dict[str, bytes]) -> None:
         """Keep the painted image (and input copies for the result message) until delivered,
@@ -265,6 +304,67 @@ class Journal:
             for path in sorted(folder.glob("copy-*"))
         }
         return (folder / RESULT).read_bytes(), copies
+
+    # ---------------------------------------------------------------- server styles
+
+    def add_style(self, guild_id: int, name: str, png: bytes, added_by: int, cap: int) -> bool:
+        """Store a server style (file first, then its row); False when the server already has
+        `cap` styles. Replaces a style of the same name."""
+        relative = f"styles/{guild_id}/{name}.png"
+        path = self.dir / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            count = self._db.execute(
+                "SELECT COUNT(*) FROM styles WHERE guild_id = ? AND name != ?", (guild_id, name)
+            ).fetchone()[0]
+            if count >= cap:
+                return False
+            _write_file(path, png)
+            self._db.execute(
+                "INSERT OR REPLACE INTO styles (guild_id, name, file, created, added_by) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (guild_id, name, relative, time.time(), added_by),
+            )
+        return True
+
+    def styles_of(self, guild_id: int | None) -> list[ServerStyle]:
+        """A server's own styles, by name (none outside a server)."""
+        if guild_id is None:
+            return []
+        rows = self._rows(
+            "SELECT guild_id, name, file, created, added_by FROM styles WHERE guild_id = ? "
+            "ORDER BY name",
+            (guild_id,),
+        )
+        return [ServerStyle(**dict(row)) for row in rows]
+
+    def style_names(self, guild_id: int | None) -> set[str]:
+        return {s.name for s in self.styles_of(guild_id)}
+
+    def style_image(self, guild_id: int, name: str) -> tuple[bytes, str] | None:
+        """A server style's PNG and its sha256 (the key of its cached targets), or None."""
+        rows = self._rows(
+            "SELECT file FROM styles WHERE guild_id = ? AND name = ?", (guild_id, name)
+        )
+        if not rows:
+            return None
+        data = (self.dir / rows[0]["file"]).read_bytes()
+        return data, hashlib.sha256(data).hexdigest()
+
+    def remove_style(self, guild_id: int, name: str) -> bool:
+        """Forget a server style (row, then file); False when there was none."""
+        rows = self._rows(
+            "DELETE FROM styles WHERE guild_id = ? AND name = ? RETURNING file", (guild_id, name)
+        )
+        for row in rows:
+            (self.dir / row["file"]).unlink(missing_ok=True)
+        return bool(rows)
+
+    def forget_guild(self, guild_id: int) -> int:
+        """Remove every style of a server (the bot left it); returns how many."""
+        rows = self._rows("DELETE FROM styles WHERE guild_id = ? RETURNING name", (guild_id,))
+        shutil.rmtree(self.styles_dir / str(guild_id), ignore_errors=True)
+        return len(rows)
 
     # ---------------------------------------------------------------- housekeeping
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import io
 import json
 import logging
@@ -31,10 +32,11 @@ from bot.buttons import cancel_view, result_view
 from bot.errors import friendly
 from bot.intake import Downloader, IntakeLimits
 from bot.journal import Job, Journal
-from bot.options import Options
+from bot.options import IMAGE, Options
 from bot.scheduler import Limits, Scheduler
 from bot.settings import Settings
 from bot.traffic import ANSWER, RESULT, Traffic
+from nst_engine import styles
 from nst_engine.api import Cancelled, Engine, InputError, StyleRequest, StyleSource
 
 log = logging.getLogger(__name__)
@@ -103,11 +105,34 @@ class Studio:
 
     # ------------------------------------------------------------------ taking asks
 
-    def resolve(self, options: Options) -> Options:
+    def resolve(self, options: Options, guild_id: int | None) -> Options:
+        """Defaults and caps filled in, names checked against built-ins and the server's own."""
         s = self.settings
         return options.resolved(
-            default_size=s.default_size, max_size=s.max_size, default_quality=s.default_quality
+            default_size=s.default_size,
+            max_size=s.max_size,
+            default_quality=s.default_quality,
+            server_styles=self.journal.style_names(guild_id),
         )
+
+    def _style_files(self, ask: Ask, attached: list[bytes]) -> list[bytes]:
+        """The job's style image files in blend order: each attached style image, and a copy of
+        each server style (so a job in the queue survives its style being removed)."""
+        files = []
+        pending = iter(attached)
+        for part in ask.options.parts():
+            if part.name == IMAGE:
+                files.append(next(pending))
+            elif part.name not in styles.STYLES:
+                found = (
+                    None
+                    if ask.guild_id is None
+                    else self.journal.style_image(ask.guild_id, part.name)
+                )
+                if found is None:
+                    raise InputError(f"This server has no style `{part.name}` (any more).")
+                files.append(found[0])
+        return files
 
     async def take(self, ask: Ask) -> Job | None:
         """Check, download and accept an ask; every refusal goes to its asker in one line."""
@@ -125,7 +150,8 @@ class Studio:
         try:
             await ask.front.acknowledge()
             photo = await self.downloader.read(ask.photo)
-            style = None if ask.style_image is None else await self.downloader.read(ask.style_image)
+            attached = [await self.downloader.read(att) for att in ask.style_images]
+            style_files = await asyncio.to_thread(self._style_files, ask, attached)
             if not self.scheduler.accepting:
                 raise InputError("The bot is restarting and is not taking new jobs right now.")
         except Exception as exc:
@@ -144,13 +170,13 @@ class Studio:
             inputs_on_result=ask.inputs_on_result,
         )
         try:
-            await asyncio.to_thread(self.journal.add, job, photo, style)
+            await asyncio.to_thread(self.journal.add, job, photo, style_files)
         except OSError as exc:
             self.scheduler.queue.release(place)
             log.error("job %s: could not journal it: %s", job.id, exc)
             await ask.front.refuse("⚠️ I couldn't store your job (disk trouble); please try again.")
             return None
-        del photo, style
+        del photo, attached, style_files
         self._queue(job, place)
         position = self.scheduler.queue.positions().get(job.id)
         text = (
@@ -216,12 +242,22 @@ class Studio:
     # ------------------------------------------------------------------ painting
 
     def _request(self, job: Job) -> StyleRequest:
-        photo, style_image = self.journal.inputs(job)
+        photo, files = self.journal.inputs(job)
         o = job.options
-        style = StyleSource(name=o.style) if o.style is not None else StyleSource(image=style_image)
+        pending = iter(files)
+        sources = []
+        for part in o.parts():
+            if part.name in styles.STYLES:
+                sources.append(StyleSource(name=part.name, weight=part.weight))
+            elif part.name == IMAGE:
+                sources.append(StyleSource(image=next(pending), weight=part.weight))
+            else:  # a server style: its targets are cached under its bytes' hash
+                data = next(pending)
+                key = hashlib.sha256(data).hexdigest()
+                sources.append(StyleSource(image=data, weight=part.weight, key=key))
         return StyleRequest(
             content=photo,
-            styles=(style,),
+            styles=tuple(sources),
             size=o.size or self.settings.default_size,
             quality=o.quality or self.settings.default_quality,
             strength=o.strength,
@@ -267,8 +303,8 @@ class Studio:
             "seconds": result.seconds,
             "device": result.device,
         }
-        names = ("photo", "style")
-        copies = {f"{names[i]}.png": data for i, data in enumerate(result.inputs[:2])}
+        names = ("photo", "style", "style2", "style3", "style4")
+        copies = {f"{names[i]}.png": data for i, data in enumerate(result.inputs[:5])}
         copies["meta.json"] = json.dumps(meta).encode()
         await asyncio.to_thread(self.journal.save_result, job, result.image, copies)
         self.jobs.pop(job.id, None)
@@ -379,7 +415,7 @@ class Studio:
                 return channel.send(
                     header + note,
                     files=files,
-                    view=result_view(job.owner_id, job.source_id, job.options),
+                    view=result_view(job.owner_id, job.source_id, job.options, job.id),
                     reference=reference,  # type: ignore[arg-type]
                     allowed_mentions=discord.AllowedMentions(users=True, replied_user=False),
                     nonce=nonce_of(job),

@@ -5,6 +5,7 @@ Nothing here imports torch, so the bot can depend on this module without loading
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -15,6 +16,7 @@ MAX_SIZE = 2048
 MIN_STRENGTH = 0.05
 MAX_STRENGTH = 20.0
 MAX_SEED = 2**63 - 1
+_KEY = re.compile(r"[0-9a-f]{8,64}")
 
 
 class StyleBotError(Exception):
@@ -42,17 +44,24 @@ class JobTimeout(EngineError):
 
 @dataclass(frozen=True)
 class StyleSource:
-    """One style: a built-in name or encoded image bytes, with its blend weight."""
+    """One style: a built-in name or encoded image bytes, with its blend weight.
+
+    `key`, for an image only, names its bytes for good (e.g. their sha256): the engine caches the
+    image's style targets under it, as it does a built-in's under its name.
+    """
 
     name: str | None = None
     image: bytes | None = None
     weight: float = 1.0
+    key: str | None = None
 
     def __post_init__(self) -> None:
         if (self.name is None) == (self.image is None):
             raise InputError("A style is either a built-in name or an image, not both or neither.")
         if not self.weight > 0:
             raise InputError("A style's weight must be a positive number.")
+        if self.key is not None and (self.image is None or not _KEY.fullmatch(self.key)):
+            raise InputError("A style's cache key goes with an image: 8–64 hex digits.")
 
     def describe(self) -> str:
         """A short label for logs and chat: the name, or 'image'."""

@@ -44,7 +44,7 @@ class StyleImage:
 
     image: Image.Image
     weight: float
-    builtin: str | None  # the built-in's name, the key of its cached targets
+    builtin: str | None  # the key of its cached targets: a built-in's name or the source's key
 
 
 @dataclass
@@ -80,7 +80,7 @@ def _load_style(source: StyleSource) -> StyleImage:
         name = styles.get(source.name).name  # canonical, or InputError with a suggestion
         return StyleImage(styles.image(name), source.weight, name)
     assert source.image is not None
-    return StyleImage(images.decode(source.image), source.weight, None)
+    return StyleImage(images.decode(source.image), source.weight, source.key)
 
 
 def _resize(img: Image.Image, width: int, height: int) -> Image.Image:
@@ -191,7 +191,7 @@ def stylize(
 def _input_copies(
     content: Image.Image, style_list: Sequence[StyleImage], size: tuple[int, int]
 ) -> tuple[bytes, ...]:
-    """The photo and every style image (not the built-ins) as PNGs at the result's long side."""
+    """The photo and every style image (not built-ins or keyed ones) as PNGs at the long side."""
     long_side = max(size)
     pictures = [content] + [s.image for s in style_list if s.builtin is None]
     return tuple(images.encode(images.fit_long_side(p, long_side), "PNG") for p in pictures)

@@ -263,8 +263,8 @@ def noise_png(side: int) -> bytes:
     [
         ("!stylize starry-night", [], "No image found"),
         ("!stylize", [("cat.png", PHOTO)], "I need a style"),
-        ("!stylize udnie", [("a.png", PHOTO), ("b.png", PHOTO)], "Too many attachments: 2"),
-        ("!stylize", [("a.png", PHOTO)] * 3, "Too many attachments: 3"),
+        ("!stylize udnie", [("a.png", PHOTO)] * 5, "Too many styles: 5"),
+        ("!stylize", [("a.png", PHOTO)] * 6, "Too many attachments: 6"),
         ("!stylize udnie", [("huge.png", noise_png(400))], "`huge.png` is too big"),
         ("!stylize udnie", [("notes.txt", b"just words")], "`notes.txt` is not an image"),
         ("!stylize udnie", [("bomb.png", bomb_png())], "`bomb.png` has too many pixels"),

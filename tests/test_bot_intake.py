@@ -157,25 +157,31 @@ async def test_downloads_run_a_few_at_a_time() -> None:
             await downloader.close()
 
 
-def test_pick_photo_and_style() -> None:
-    a, b, r = (Upload(name=n) for n in ("a.png", "b.png", "r.png"))
-    assert pick([a], [], needs_style_image=False) == (a, None)
-    assert pick([a, b], [], needs_style_image=True) == (a, b)
-    assert pick([], [r], needs_style_image=False) == (r, None)
-    assert pick([b], [r], needs_style_image=True) == (r, b)  # replied photo, attached style
-    assert pick([a], [r], needs_style_image=False) == (a, None)
+def test_pick_photo_and_style_images() -> None:
+    a, b, c, r = (Upload(name=n) for n in ("a.png", "b.png", "c.png", "r.png"))
+    assert pick([a], [], named=True) == (a, [])
+    assert pick([a, b], [], named=False) == (a, [b])
+    assert pick([a, b, c], [], named=False) == (a, [b, c])  # two style images blend
+    assert pick([a, b], [], named=True) == (a, [b])  # a named style and an image blend
+    assert pick([], [r], named=True) == (r, [])
+    assert pick([b], [r], named=False) == (r, [b])  # replied photo, attached style
+    assert pick([a], [r], named=True) == (a, [])
+    assert pick([b, c], [r], named=False, images=2) == (r, [b, c])  # a button's re-run
 
 
 @pytest.mark.parametrize(
-    ("own", "replied", "needs", "message"),
+    ("own", "replied", "named", "images", "message"),
     [
-        ([], [], False, "No image"),
-        (["a", "b"], [], False, "Too many attachments: 2"),
-        (["a", "b", "c"], [], True, "Too many attachments: 3"),
-        (["a"], [], True, "I need a style"),
+        ([], [], True, None, "No image"),
+        (["a"] * 6, [], True, None, "Too many attachments: 6"),
+        (["a", "b"], [], True, 0, "Too many attachments: 2"),
+        (["a"], [], False, None, "I need a style"),
+        (["a", "b"], [], False, 2, "I need a style"),
     ],
 )
-def test_pick_refusals(own: list[str], replied: list[str], needs: bool, message: str) -> None:
+def test_pick_refusals(
+    own: list[str], replied: list[str], named: bool, images: int | None, message: str
+) -> None:
     own_atts = [Upload(name=f"{n}.png") for n in own]
     with pytest.raises(InputError, match=message):
-        pick(own_atts, replied, needs_style_image=needs)
+        pick(own_atts, replied, named=named, images=images)

@@ -34,12 +34,12 @@ def make_job(job_id: str, owner: int = 1, **extra: object) -> Job:
 def test_a_job_round_trips_with_its_inputs_and_result(tmp_path: Path) -> None:
     j = Journal(tmp_path)
     job = make_job("a1")
-    j.add(job, b"photo-bytes", b"style-bytes")
+    j.add(job, b"photo-bytes", [b"style-bytes"])
     j.update(job, state=journal.WAITING, status_id=99)
     [again] = Journal(tmp_path).unfinished()
     assert again.id == "a1" and again.state == journal.WAITING and again.status_id == 99
-    assert again.options == job.options and again.has_style_image
-    assert j.inputs(again) == (b"photo-bytes", b"style-bytes")
+    assert again.options == job.options and again.style_images == 1
+    assert j.inputs(again) == (b"photo-bytes", [b"style-bytes"])
 
     j.save_result(job, b"png", {"photo.png": b"copy"})
     assert j.get("a1").state == journal.PAINTED  # type: ignore[union-attr]
@@ -53,18 +53,18 @@ def test_unfinished_jobs_come_back_in_their_original_order(tmp_path: Path) -> No
     j = Journal(tmp_path)
     jobs = [make_job(f"j{i}", owner=i % 2) for i in range(5)]
     for job in jobs:
-        j.add(job, b"p", None)
+        j.add(job, b"p")
     j.update(jobs[0], state=journal.PAINTING)
     j.end(jobs[2], journal.CANCELLED)
     assert [job.id for job in j.unfinished()] == ["j0", "j1", "j3", "j4"]
-    assert j.inputs(jobs[1]) == (b"p", None)
+    assert j.inputs(jobs[1]) == (b"p", [])
 
 
 def test_prune_forgets_old_ended_jobs_and_orphan_folders(tmp_path: Path) -> None:
     j = Journal(tmp_path, keep_days=1)
     old, live = make_job("old"), make_job("live")
-    j.add(old, b"p", None)
-    j.add(live, b"p", None)
+    j.add(old, b"p")
+    j.add(live, b"p")
     j.end(old, journal.FAILED, error="boom")
     (tmp_path / "jobs" / "orphan").mkdir()  # a crash between the files and the record
     assert j.prune(now=time.time() + 2 * 86400) == 1
@@ -75,7 +75,7 @@ def test_prune_forgets_old_ended_jobs_and_orphan_folders(tmp_path: Path) -> None
 def test_only_journalled_fields_can_change(tmp_path: Path) -> None:
     j = Journal(tmp_path)
     job = make_job("x")
-    j.add(job, b"p", None)
+    j.add(job, b"p")
     with pytest.raises(ValueError, match="not journalled"):
         j.update(job, owner_id=2)
     with pytest.raises(ValueError, match="not an end state"):
@@ -94,7 +94,7 @@ WRITER = textwrap.dedent(
     while True:
         job = Job(id=f"k{i}", owner_id=i, guild_id=1, channel_id=2,
                   options=Options(style="udnie"), upload_limit=1000)
-        j.add(job, b"x" * 4096, None)
+        j.add(job, b"x" * 4096)
         j.update(job, state=journal.WAITING)
         j.update(job, state=journal.PAINTING)
         print(job.id, flush=True)
@@ -124,6 +124,6 @@ def test_the_journal_survives_kill_9_during_a_burst_of_writes(tmp_path: Path) ->
     found = {job.id: job for job in j.unfinished()}
     for job_id in committed:  # every job the writer saw committed is there, in full
         assert found[job_id].state == journal.PAINTING
-        assert j.inputs(found[job_id]) == (b"x" * 4096, None)
+        assert j.inputs(found[job_id]) == (b"x" * 4096, [])
     assert j.prune() == 0  # a job caught half-written leaves at most an orphan folder
     assert all(j.inputs(job)[0] == b"x" * 4096 for job in j.unfinished())

@@ -50,7 +50,8 @@ def test_resolved_caps_the_size_and_fills_defaults() -> None:
     "options",
     [
         Options("woman-with-hat", 0.0667, 2048, "high", True, 2**31 - 1),
-        Options(None, 20.0, 32, "draft", False, 0),
+        Options("~", 20.0, 32, "draft", False, 0),
+        Options("starry-night:2.5+udnie+~", 1.0, 512, "standard", False, 7),
     ],
 )
 def test_packed_options_round_trip_within_discords_limit(options: Options) -> None:
