@@ -106,6 +106,12 @@ class Bot:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 await self.proc.wait()
 
+    def ready(self) -> bool:
+        """Connected and through its guilds (discord.py's READY handling is done)."""
+        if self.inner is not None:
+            return self.inner.is_ready()  # type: ignore[attr-defined]
+        return "logged in as" in self.log()
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
@@ -164,8 +170,10 @@ async def run(args: argparse.Namespace) -> int:
         await bot.start(fake)
         try:
             users: list[User] = [fake.add_user(f"user{u:02d}") for u in range(args.users)]
+            await fake.wait_for(lambda: "IDENTIFY" in fake.gateway_ops, 300)
+            await fake.wait_for(lambda: bot.ready(), 300)
             probe = await fake.post(users[0], "!help", channel=channels[0])
-            await fake.wait_for(lambda: fake.replies_to(probe), 300)  # the bot is up
+            await fake.wait_for(lambda: fake.replies_to(probe), 60)  # the bot answers
             await asyncio.sleep(5)  # let the probe's budget window pass
             jobs: list[Job] = []
             by_message: dict[int, Job] = {}
