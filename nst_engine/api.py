@@ -15,6 +15,9 @@ MAX_SIZE = 2048
 MIN_STRENGTH = 0.05
 MAX_STRENGTH = 20.0
 MAX_SEED = 2**63 - 1
+# Precision of the VGG convolutions (see nst_engine.precision); None in a request means the
+# NST_PRECISION setting of the process that paints, else "auto".
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 
 
 class StyleBotError(Exception):
@@ -71,6 +74,7 @@ class StyleRequest:
     preserve_colors: bool = False
     seed: int = 0
     iterations: int | None = None
+    precision: str | None = None
 
     def __post_init__(self) -> None:
         if not self.styles:
@@ -85,6 +89,8 @@ class StyleRequest:
             raise InputError(f"Seed must be a whole number from 0 to {MAX_SEED}.")
         if self.iterations is not None and self.iterations < 1:
             raise InputError("Iterations must be at least 1.")
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise InputError(f"Precision must be one of: {', '.join(PRECISIONS)}.")
 
 
 @dataclass(frozen=True)
