@@ -204,6 +204,13 @@ def _build_parser() -> argparse.ArgumentParser:
         help="where to run (default: CUDA when present, else CPU)",
     )
     run.add_argument(
+        "--precision",
+        choices=api.PRECISIONS,
+        default=None,
+        help="precision of the VGG convolutions (default: $NST_PRECISION, else auto: bf16 on "
+        "GPUs and CPUs with native bf16, fp32 elsewhere)",
+    )
+    run.add_argument(
         "--save-every",
         type=_positive_int,
         default=None,
@@ -278,6 +285,7 @@ def _stylize(args: argparse.Namespace, err: Console, out: Console) -> int:
         preserve_colors=args.preserve_colors,
         seed=args.seed,
         iterations=args.iterations,
+        precision=args.precision,
     )
     _check_writable(output)
 
