@@ -23,7 +23,7 @@ from . import images, styles
 from .api import Cancelled, EngineError, InputError, Progress, Result, StyleRequest, StyleSource
 from .color import luminance, match_luminance, with_chroma_of
 from .lbfgs import BatchedLBFGS
-from .losses import Targets, make_targets, objective, style_grams
+from .losses import Targets, make_targets, objective_batch, stack_targets, style_grams
 from .precision import use_bf16
 from .schedule import MIN_SIDE, Scale, plan
 from .targets import TargetCache, default_cache
@@ -398,7 +398,7 @@ def paint_jobs(
     x: torch.Tensor | None = None  # the live jobs' images, N×3×H×W, Caffe space
 
     def drop(gone: dict[int, Exception]) -> None:
-        nonlocal live, x, targets
+        nonlocal live, x, targets, stacked
         if not gone:
             return
         for i, error in gone.items():
@@ -410,10 +410,12 @@ def paint_jobs(
             assert x is not None
             x = _channels_last(x[rows])
             optimiser.keep(rows)
+            stacked = stack_targets(targets)
 
     for index, scale in enumerate(scales):
         starts_targets = [_scale_start(model, job, scale, cache) for job in live]
         targets = [t for _, t in starts_targets]
+        stacked = stack_targets(targets)
         if x is None:
             x = torch.cat([
                 start + (
@@ -440,30 +442,19 @@ def paint_jobs(
             if not live:
                 return
             image = x.detach().requires_grad_(True)
-            features = model(image, bf16=bf16)
-            total = image.new_zeros(())
-            all_parts: list[dict[str, torch.Tensor]] = []
-            for i, job_targets in enumerate(targets):
-                loss, loss_parts = objective(
-                    {k: v[i : i + 1] for k, v in features.items()},
-                    image[i : i + 1] / 255.0,
-                    job_targets,
-                )
-                loss_parts["total"] = loss
-                all_parts.append(loss_parts)
-                # L-BFGS minimises loss × pixel count: the normalised losses are means, and
-                # their per-pixel gradients (≈1e-7) are so small that its curvature pairs would
-                # fall under its fixed 1e-10 cut-off.
-                total = total + loss * image[i].numel()
-            total.backward()
-            del features, total
+            loss, loss_parts = objective_batch(model(image, bf16=bf16), image / 255.0, stacked)
+            loss_parts["total"] = loss
+            # L-BFGS minimises loss × pixel count: the normalised losses are means, and their
+            # per-pixel gradients (≈1e-7) are so small that its curvature pairs would fall under
+            # its fixed 1e-10 cut-off.
+            (loss.sum() * image[0].numel()).backward()
             assert image.grad is not None
             flat = x.detach().permute(0, 2, 3, 1).view(len(live), -1)  # shares x's storage
             optimiser.step(flat, image.grad.permute(0, 2, 3, 1).reshape(len(live), -1))
-            names = list(all_parts[0])
-            values = torch.stack([torch.stack([p[k] for k in names]) for p in all_parts])
+            names = list(loss_parts)
+            values = torch.stack([loss_parts[k].detach() for k in names], 1).tolist()
             diverged: dict[int, Exception] = {}
-            for i, (job, row) in enumerate(zip(live, values.tolist(), strict=True)):
+            for i, (job, row) in enumerate(zip(live, values, strict=True)):
                 job.parts = dict(zip(names, row, strict=True))
                 if not all(v == v for v in row):  # NaN: the optimisation blew up
                     diverged[i] = EngineError("The optimisation diverged; try a lower strength.")

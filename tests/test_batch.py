@@ -96,8 +96,9 @@ def test_one_cancelled_or_bad_job_leaves_the_others_painting(photos: tuple[bytes
     assert isinstance(outcomes[2], InputError) and "starry-night" in str(outcomes[2])
     first = outcomes[0]
     assert isinstance(first, Result)
-    alone = stylize(requests[0], device="cpu")
-    assert np.abs(_pixels(first) - _pixels(alone)).max() <= 2.0
+    alone = stylize(requests[0], device="cpu")  # tracks it as in the test above
+    assert first.losses["total"] == pytest.approx(alone.losses["total"], rel=0.05)
+    assert np.abs(_pixels(first) - _pixels(alone)).mean() < 4.0
 
 
 def test_bf16_on_the_cpu_tracks_fp32(photos: tuple[bytes, bytes]) -> None:
