@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-command check of the engine on a CUDA GPU: the cuda tests, the VGG step rate, the default
-# job (wall time, time per scale) and 32 concurrent mixed jobs through ProcessPoolEngine against
-# one at a time. Prints one summary table at the end; everything fits in 8 minutes on one H200.
+# job (wall time, time per scale), 32 concurrent mixed jobs through ProcessPoolEngine against
+# one at a time, and 8 same-shaped jobs as one stylize_batch against one after another. Prints
+# one summary table at the end; everything fits in 8 minutes on one H200.
 #
 # The GPU machine needs Python with CUDA torch and torchvision, and nothing from the network.
 # The project's other runtime and test dependencies travel as wheels. Make them here, where
@@ -21,7 +22,7 @@
 #   DEVICE=cpu bash bench/gpu_check.sh --dry-run   # the same steps at toy sizes on a CPU
 #
 # Settings: PYTHON (default python3), DEVICE (default cuda), WHEELS (default .whl), and
-# JOBS / PER_DEVICE / SERIAL for the throughput run (default 32 / 8 / 4).
+# JOBS / PER_DEVICE / SERIAL for the throughput run (default 32 / 8 / 4), BATCH (default 8).
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
@@ -31,6 +32,7 @@ WHEELS=${WHEELS:-.whl}
 JOBS=${JOBS:-32}
 PER_DEVICE=${PER_DEVICE:-8}
 SERIAL=${SERIAL:-4}
+BATCH=${BATCH:-8}
 DRY=0
 if [[ "${1:-}" == "--dry-run" ]]; then
     DRY=1
@@ -39,7 +41,7 @@ elif [[ $# -gt 0 ]]; then
     exit 2
 fi
 if ((DRY)); then  # toy sizes: checks the script and its pieces, measures nothing
-    SIZE=64 ITERS="--iterations 6" VGG_SIZES="64" JOBS=${JOBS_DRY:-3} PER_DEVICE=2 SERIAL=1
+    SIZE=64 ITERS="--iterations 6" VGG_SIZES="64" JOBS=${JOBS_DRY:-3} PER_DEVICE=2 SERIAL=1 BATCH=2
     SLOW=5  # a CPU (a busy one, too) gets five times each step's time limit
 else
     SIZE=512 ITERS="" VGG_SIZES="512 1024" SLOW=1
@@ -81,23 +83,26 @@ step() {
 }
 
 if [[ "$DEVICE" == cuda* ]]; then
-    step cuda_tests 140 "$PYTHON" -m pytest -m cuda tests/test_cuda.py -q -p no:cacheprovider
+    step cuda_tests 120 "$PYTHON" -m pytest -m cuda tests/test_cuda.py -q -p no:cacheprovider
 else
-    step cuda_tests 140 "$PYTHON" -m pytest -m cuda tests/test_cuda.py -q -p no:cacheprovider \
+    step cuda_tests 120 "$PYTHON" -m pytest -m cuda tests/test_cuda.py -q -p no:cacheprovider \
         -rs  # no GPU: every test is skipped, which checks that they are collected and marked
 fi
 # shellcheck disable=SC2086  # word splitting of the size lists is intended
-step vgg_throughput 90 "$PYTHON" bench/vgg_throughput.py --device "$DEVICE" --sizes $VGG_SIZES
+step vgg_throughput 60 "$PYTHON" bench/vgg_throughput.py --device "$DEVICE" --sizes $VGG_SIZES
 # shellcheck disable=SC2086
 step default_job 60 "$PYTHON" bench/gpu_jobs.py default --device "$DEVICE" --size "$SIZE" $ITERS
 # shellcheck disable=SC2086
-step throughput 180 "$PYTHON" bench/gpu_jobs.py throughput --device "$DEVICE" --size "$SIZE" \
+step throughput 170 "$PYTHON" bench/gpu_jobs.py throughput --device "$DEVICE" --size "$SIZE" \
     $ITERS --jobs "$JOBS" --per-device "$PER_DEVICE" --serial "$SERIAL"
+# shellcheck disable=SC2086
+step batch 60 "$PYTHON" bench/gpu_jobs.py batch --device "$DEVICE" --size "$SIZE" $ITERS \
+    --batch "$BATCH"
 
 echo
 echo "== summary ($DEVICE$( ((DRY)) && echo ', dry run at toy sizes'))"
 STATUS_LINES=""
-for name in cuda_tests vgg_throughput default_job throughput; do
+for name in cuda_tests vgg_throughput default_job throughput batch; do
     STATUS_LINES+="$name|${STATUS[$name]}|${SECONDS_TAKEN[$name]}"$'\n'
 done
 STATUS_LINES="$STATUS_LINES" "$PYTHON" - "$LOG" <<'PY'
@@ -140,11 +145,15 @@ if t:
     if "mem_per_painter_mib" in t:
         rows.append(("memory per painter", f"{t['mem_per_painter_mib']} MiB",
                      f"idle pool {t['mem_idle_pool_mib']} MiB"))
+b = result("batch")
+if b:
+    rows.append((f"{b['batch']} jobs as one batch", f"{b['batched_jobs_per_min']} jobs/min",
+                 f"{b['speedup']}x one after another ({b['sequential_jobs_per_min']} jobs/min)"))
 width = max(len(r[0]) for r in rows)
 vwidth = max(len(r[1]) for r in rows)
 for name, value, note in rows:
     print(f"{name:<{width}}  {value:<{vwidth}}  {note}")
 PY
-for name in cuda_tests vgg_throughput default_job throughput; do
+for name in cuda_tests vgg_throughput default_job throughput batch; do
     [[ "${STATUS[$name]}" == ok ]] || exit 1
 done

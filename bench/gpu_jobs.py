@@ -3,6 +3,7 @@
     python bench/gpu_jobs.py default [--device cuda] [--size 512] [--iterations N]
     python bench/gpu_jobs.py throughput [--device cuda] [--jobs 32] [--per-device 8]
         [--size 512] [--iterations N] [--serial 4]
+    python bench/gpu_jobs.py batch [--device cuda] [--batch 8] [--size 512] [--iterations N]
 
 `default` paints chelsea.png in starry-night (standard) in this process after a warm-up job,
 and prints the wall time, each scale's time and the peak memory the allocator held.
@@ -10,6 +11,8 @@ and prints the wall time, each scale's time and the peak memory the allocator he
 once to a ProcessPoolEngine with `--per-device` painters on the device and reports jobs/min,
 against `--serial` jobs run one at a time through a one-painter pool (jobs/min from their mean).
 On CUDA it also reports the device memory in use at the busiest moment per painter.
+`batch` paints `--batch` same-shaped jobs (distinct styles and seeds) one after another and then
+as one stylize_batch call in this process, and reports both rates.
 Each mode ends with one `RESULT {json}` line (bench/gpu_check.sh builds its table from them).
 """
 
@@ -156,17 +159,40 @@ def run_throughput(args: argparse.Namespace) -> dict:
     return out
 
 
+def run_batch(args: argparse.Namespace) -> dict:
+    from nst_engine.transfer import stylize, stylize_batch
+
+    requests = [_request(args, n) for n in range(args.batch)]
+    stylize_batch(requests[:2], device=args.device)  # warm-up: model, autotuner, targets
+    started = time.perf_counter()
+    for r in requests:
+        stylize(r, device=args.device)
+    sequential = time.perf_counter() - started
+    started = time.perf_counter()
+    outcomes = stylize_batch(requests, device=args.device)
+    batched = time.perf_counter() - started
+    assert all(isinstance(o, Result) for o in outcomes), outcomes
+    return {
+        "batch": len(requests),
+        "sequential_jobs_per_min": round(60 * len(requests) / sequential, 1),
+        "batched_jobs_per_min": round(60 * len(requests) / batched, 1),
+        "speedup": round(sequential / batched, 2),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=("default", "throughput"))
+    parser.add_argument("mode", choices=("default", "throughput", "batch"))
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--iterations", type=int, default=None)
     parser.add_argument("--jobs", type=int, default=32)
     parser.add_argument("--per-device", type=int, default=8)
     parser.add_argument("--serial", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=8)
     args = parser.parse_args()
-    out = run_default(args) if args.mode == "default" else run_throughput(args)
+    run = {"default": run_default, "throughput": run_throughput, "batch": run_batch}
+    out = run[args.mode](args)
     for key, value in out.items():
         print(f"{key:28s} {value}")
     print("RESULT " + json.dumps(out), flush=True)

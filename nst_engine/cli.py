@@ -119,6 +119,25 @@ def _snapshot_path(out: Path, step: int) -> Path:
     return out.with_name(f"{out.stem}-step{step:04d}{out.suffix}")
 
 
+def _read_init(path: Path | None) -> bytes | None:
+    """The --init image's bytes, checked to be an image."""
+    if path is None:
+        return None
+    data = images.read_file(path)
+    _probe(data, path)
+    return data
+
+
+def _timelapse_format(path: Path | None) -> str:
+    """The --timelapse animation's format from its suffix (.webp or .gif)."""
+    if path is None:
+        return "webp"
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix not in api.TIMELAPSE_FORMATS:
+        raise api.InputError(f"The timelapse must end in .webp or .gif, not '{path.name}'.")
+    return suffix
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -204,6 +223,21 @@ def _build_parser() -> argparse.ArgumentParser:
         help="where to run (default: CUDA when present, else CPU)",
     )
     run.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        metavar="IMAGE",
+        help="start from this image (e.g. an earlier result) and paint only the scales finer "
+        "than it: with a larger --size, a bigger version of it",
+    )
+    run.add_argument(
+        "--timelapse",
+        type=Path,
+        default=None,
+        metavar="OUT.webp",
+        help="also write an animation of the painting forming (.webp, or .gif)",
+    )
+    run.add_argument(
         "--precision",
         choices=api.PRECISIONS,
         default=None,
@@ -286,8 +320,13 @@ def _stylize(args: argparse.Namespace, err: Console, out: Console) -> int:
         seed=args.seed,
         iterations=args.iterations,
         precision=args.precision,
+        init=_read_init(args.init),
+        timelapse=args.timelapse is not None,
+        timelapse_format=_timelapse_format(args.timelapse),
     )
     _check_writable(output)
+    if args.timelapse is not None:
+        _check_writable(args.timelapse)
 
     from nst_engine import transfer, vgg  # torch loads here, after the cheap checks
 
@@ -346,6 +385,12 @@ def _stylize(args: argparse.Namespace, err: Console, out: Console) -> int:
         _write(output, result.image)
     else:
         _save_image(images.decode(result.image), output)
+    if args.timelapse is not None and result.timelapse is not None:
+        _write(args.timelapse, result.timelapse)
+        out.print(
+            f"Saved {args.timelapse} ({result.timelapse_frames} frames)",
+            markup=False, highlight=False, soft_wrap=True,
+        )  # fmt: skip
     out.print(
         f"Saved {output} ({result.width}×{result.height}, {result.iterations} steps "
         f"in {result.seconds:.1f} s on {result.device})",

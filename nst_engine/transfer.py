@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from . import images, styles
+from . import images, styles, timelapse
 from .api import Cancelled, EngineError, InputError, Progress, Result, StyleRequest, StyleSource
 from .color import luminance, match_luminance, with_chroma_of
 from .lbfgs import BatchedLBFGS
@@ -159,17 +159,34 @@ class _Prepared:
     content: Image.Image
     styles: list[StyleImage]
     scales: list[Scale]
+    init: Image.Image | None
 
 
 def _prepare(request: StyleRequest) -> _Prepared:
     content = images.decode(request.content)
     style_list = [_load_style(s) for s in request.styles]
     scales = plan(*content.size, request.size, request.quality, request.iterations)
-    return _Prepared(request, content, style_list, scales)
+    init = None
+    if request.init is not None:
+        init = images.decode(request.init)
+        # only the scales finer than the starting image: its coarse structure is there already
+        finer = [s for s in scales if max(s.width, s.height) > max(init.size)]
+        scales = finer or scales[-1:]
+    return _Prepared(request, content, style_list, scales, init)
 
 
 def _result(x: torch.Tensor, colour: torch.Tensor | None, job: PaintJob, dev) -> Result:
     out = to_image(x, colour)
+    assert job.tracker is not None
+    animation, frame_count = None, 0
+    if job.frames is not None:
+        assert job.request is not None
+        encoded = timelapse.encode(
+            [*job.frames, out], out.size, job.request.timelapse_format,
+            job.request.timelapse_max_bytes,
+        )  # fmt: skip
+        if encoded is not None:
+            animation, frame_count = encoded
     seconds = time.monotonic() - job.tracker.started
     log.info("stylized %dx%d in %.1fs on %s", out.width, out.height, seconds, dev)
     return Result(
@@ -180,6 +197,8 @@ def _result(x: torch.Tensor, colour: torch.Tensor | None, job: PaintJob, dev) ->
         iterations=job.tracker.total_steps,
         device=str(dev),
         losses=dict(job.parts),
+        timelapse=animation,
+        timelapse_frames=frame_count,
     )
 
 
@@ -256,6 +275,10 @@ def stylize_batch(
                 should_stop=should_stop[i],
                 on_snapshot=on_snapshot[i],
                 tracker=_Tracker(list(p.scales), started),
+                init=p.init,
+                frames=[] if p.request.timelapse else None,
+                frame_every=timelapse.frame_interval(sum(s.steps for s in p.scales)),
+                request=p.request,
             )
             for i, p in members
         ]
@@ -308,6 +331,10 @@ class PaintJob:
     colour: torch.Tensor | None = None  # keep-colours: the photo whose chroma the output takes
     x: torch.Tensor | None = None  # the final image, Caffe space, 1×3×H×W
     error: Exception | None = None  # Cancelled or EngineError, if it stopped early
+    init: Image.Image | None = None  # start from this image rather than the noisy photo
+    frames: list[Image.Image] | None = None  # timelapse frames, when one was asked for
+    frame_every: int = 1
+    request: StyleRequest | None = None
 
 
 def paint(
@@ -418,10 +445,7 @@ def paint_jobs(
         stacked = stack_targets(targets)
         if x is None:
             x = torch.cat([
-                start + (
-                    torch.randn(start.shape, generator=torch.Generator().manual_seed(job.seed))
-                    * (INIT_NOISE * 255.0)
-                ).to(device)
+                _first_image(job, start, scale)
                 for job, (start, _) in zip(live, starts_targets, strict=True)
             ])  # fmt: skip
         else:
@@ -469,6 +493,16 @@ def paint_jobs(
         job.x = x[i : i + 1].detach()
 
 
+def _first_image(job: PaintJob, start: torch.Tensor, scale: Scale) -> torch.Tensor:
+    """The job's starting point: its init image at this scale, else the photo plus seeded noise."""
+    if job.init is not None:
+        init = images.to_tensor(_resize(job.init, scale.width, scale.height))
+        return preprocess(init.to(start.device))
+    generator = torch.Generator().manual_seed(job.seed)
+    noise = torch.randn(start.shape, generator=generator) * (INIT_NOISE * 255.0)
+    return start + noise.to(start.device)
+
+
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
     """N×C×H×W with N×H×W×C storage (so each image's pixels are one contiguous row)."""
     return x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
@@ -492,14 +526,22 @@ def _publish(
     snapshot = (
         job.on_snapshot is not None and snapshot_every and tracker.step % snapshot_every == 0
     )
-    if job.on_progress is None and not snapshot:
+    # a timelapse frame (the result itself is added as the last one at the end)
+    frame = (
+        job.frames is not None
+        and tracker.step % job.frame_every == 0
+        and tracker.step < tracker.total_steps
+    )
+    if job.on_progress is None and not snapshot and not frame:
         return  # nothing to publish: no image conversion either
     now = time.monotonic()
     want_preview = job.on_progress is not None and (
         last_here
         or (preview_interval is not None and now - tracker.last_preview >= preview_interval)
     )
-    image = to_image(x, job.colour) if (snapshot or want_preview) else None
+    image = to_image(x, job.colour) if (snapshot or want_preview or frame) else None
+    if frame and image is not None and job.frames is not None:
+        job.frames.append(image)
     if snapshot and image is not None and job.on_snapshot is not None:
         job.on_snapshot(tracker.step, image)
     preview = None
