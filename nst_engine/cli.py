@@ -203,6 +203,25 @@ def _snapshot_path(out: Path, step: int) -> Path:
     return out.with_name(f"{out.stem}-step{step:04d}{out.suffix}")
 
 
+def _read_init(path: Path | None) -> bytes | None:
+    """The --init image's bytes, checked to be an image."""
+    if path is None:
+        return None
+    data = images.read_file(path, label="start image")
+    _probe(data, path, "start image")
+    return data
+
+
+def _timelapse_format(path: Path | None) -> str:
+    """The --timelapse animation's format from its suffix (.webp or .gif)."""
+    if path is None:
+        return "webp"
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix not in api.TIMELAPSE_FORMATS:
+        raise api.InputError(f"The timelapse must end in .webp or .gif, not '{path.name}'.")
+    return suffix
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -305,6 +324,28 @@ def _build_parser() -> argparse.ArgumentParser:
         help="where to run (default: CUDA when present, else CPU)",
     )
     run.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        metavar="IMAGE",
+        help="start from this image (e.g. an earlier result) and paint only the scales finer "
+        "than it: with a larger --size, a bigger version of it",
+    )
+    run.add_argument(
+        "--timelapse",
+        type=Path,
+        default=None,
+        metavar="OUT.webp",
+        help="also write an animation of the painting forming (.webp, or .gif)",
+    )
+    run.add_argument(
+        "--precision",
+        choices=api.PRECISIONS,
+        default=None,
+        help="precision of the VGG convolutions (default: $NST_PRECISION, else auto: bf16 on "
+        "GPUs and CPUs with native bf16, fp32 elsewhere)",
+    )
+    run.add_argument(
         "--save-every",
         type=_positive_int,
         default=None,
@@ -371,7 +412,11 @@ def _stylize(args: argparse.Namespace, err: Console, out: Console) -> int:
     parsed = _parse_styles(args.style)
     inputs = [(CONTENT_LABEL, content_path)]
     inputs += [(STYLE_LABEL, path) for _, path, _ in parsed if path is not None]
+    if args.init is not None:
+        inputs.append(("start image", args.init))
     _check_not_an_input(output, inputs, args.save_every)
+    if args.timelapse is not None:
+        _check_not_an_input(args.timelapse, [*inputs, ("output", output)], None)
     sources = tuple(source for source, _, _ in parsed)
     if args.strength != args.strength:  # NaN: say so, not "out of range"
         raise api.InputError("Strength must be a number.")
@@ -384,11 +429,17 @@ def _stylize(args: argparse.Namespace, err: Console, out: Console) -> int:
         preserve_colors=args.preserve_colors,
         seed=args.seed,
         iterations=args.iterations,
+        precision=args.precision,
+        init=_read_init(args.init),
+        timelapse=args.timelapse is not None,
+        timelapse_format=_timelapse_format(args.timelapse),
     )
     _check_writable(output)
     files = [(CONTENT_LABEL, content_path, content)]
     files += [(STYLE_LABEL, p, s.image) for s, p, _ in parsed if p is not None and s.image]
     _check_decodes(files)
+    if args.timelapse is not None:
+        _check_writable(args.timelapse)
 
     from nst_engine import transfer, vgg  # torch loads here, after the cheap checks
 
@@ -447,6 +498,12 @@ def _stylize(args: argparse.Namespace, err: Console, out: Console) -> int:
         _write(output, result.image)
     else:
         _save_image(images.decode(result.image), output)
+    if args.timelapse is not None and result.timelapse is not None:
+        _write(args.timelapse, result.timelapse)
+        out.print(
+            f"Saved {args.timelapse} ({result.timelapse_frames} frames)",
+            markup=False, highlight=False, soft_wrap=True,
+        )  # fmt: skip
     out.print(
         f"Saved {output} ({result.width}×{result.height}, {result.iterations} steps "
         f"in {result.seconds:.1f} s on {result.device})",

@@ -99,25 +99,66 @@ def make_targets(
 
 
 def tv_loss(rgb: torch.Tensor) -> torch.Tensor:
-    """Mean squared difference of neighbouring pixels."""
+    """Mean squared difference of neighbouring pixels, per image of the N×C×H×W batch."""
     dx = rgb[..., :, 1:] - rgb[..., :, :-1]
     dy = rgb[..., 1:, :] - rgb[..., :-1, :]
-    return dx.square().mean() + dy.square().mean()
+    return dx.square().flatten(1).mean(1) + dy.square().flatten(1).mean(1)
 
 
 def objective(
     features: Mapping[str, torch.Tensor], rgb: torch.Tensor, targets: Targets
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Total loss and its parts (content, style, tv) for the current image's features."""
+    """Total loss and its parts (content, style, tv) of one image (a batch of one)."""
+    total, parts = objective_batch(features, rgb, stack_targets([targets]))
+    return total[0], {k: v[0] for k, v in parts.items()}
+
+
+@dataclass(frozen=True)
+class BatchTargets:
+    """Several images' Targets stacked along the batch: tensors N×…, weights as N-vectors."""
+
+    content: torch.Tensor
+    content_weight: torch.Tensor
+    style: Mapping[str, torch.Tensor]
+    style_weight: Mapping[str, torch.Tensor]
+    tv_weight: torch.Tensor
+
+
+def stack_targets(targets: Sequence[Targets]) -> BatchTargets:
+    """One BatchTargets from each image's Targets (all at the same scale)."""
+    first = targets[0]
+    device = first.content.device
+
+    def weights(values: list[float]) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.float32, device=device)
+
+    return BatchTargets(
+        content=torch.cat([t.content for t in targets]),
+        content_weight=weights([t.content_weight for t in targets]),
+        style={k: torch.cat([t.style[k] for t in targets]) for k in STYLE_LAYERS},
+        style_weight={k: weights([t.style_weight[k] for t in targets]) for k in STYLE_LAYERS},
+        tv_weight=weights([t.tv_weight for t in targets]),
+    )
+
+
+def objective_batch(
+    features: Mapping[str, torch.Tensor], rgb: torch.Tensor, targets: BatchTargets
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """`objective` for each image of a batch at once: the N losses and their parts (each N).
+
+    Image n's loss depends on image n alone, so the gradient of their sum is each image's own.
+    Working on whole batch tensors (no per-image slices of the activations) keeps autograd
+    from building and zero-filling a full-size gradient per slice.
+    """
     content = features[CONTENT_LAYER].float()
-    content_loss = targets.content_weight * (content - targets.content).square().mean()
-    style_loss = content_loss.new_zeros(())
+    content_loss = targets.content_weight * (content - targets.content).square().flatten(1).mean(1)
+    style_loss = torch.zeros_like(content_loss)
     for layer in STYLE_LAYERS:
         diff = gram(features[layer]) - targets.style[layer]
-        style_loss = style_loss + targets.style_weight[layer] * diff.square().sum()
+        style_loss = style_loss + targets.style_weight[layer] * diff.square().sum((1, 2))
     parts = {"content": content_loss, "style": style_loss}
     total = content_loss + style_loss
-    if targets.tv_weight > 0:
+    if bool((targets.tv_weight > 0).any()):
         tv = targets.tv_weight * tv_loss(rgb)
         parts["tv"] = tv
         total = total + tv

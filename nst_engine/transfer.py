@@ -9,19 +9,22 @@ input space of the VGG weights throughout and is clamped to 0..1 only on output.
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from . import images, styles
-from .api import Cancelled, EngineError, Progress, Result, StyleRequest, StyleSource
+from . import images, styles, timelapse
+from .api import Cancelled, EngineError, InputError, Progress, Result, StyleRequest, StyleSource
 from .color import luminance, match_luminance, with_chroma_of
-from .losses import Targets, make_targets, objective, style_grams
+from .lbfgs import BatchedLBFGS
+from .losses import Targets, make_targets, objective_batch, stack_targets, style_grams
+from .precision import use_bf16
 from .schedule import MIN_SIDE, Scale, plan
 from .targets import TargetCache, default_cache
 from .vgg import VGGFeatures, deprocess, load_model, pick_device, preprocess
@@ -134,6 +137,76 @@ def _preview(img: Image.Image) -> bytes:
     return images.encode(images.fit_long_side(img, PREVIEW_SIDE), "JPEG", quality=PREVIEW_QUALITY)
 
 
+def _is_out_of_memory(exc: BaseException) -> bool:
+    # the CPU allocator's failure is a plain RuntimeError
+    return isinstance(exc, torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+    )
+
+
+def _release_memory(device: torch.device) -> None:
+    """Give cached blocks back after an OOM, once the failed job's tensors are unreachable."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+@dataclass
+class _Prepared:
+    """A request decoded and planned, before it paints."""
+
+    request: StyleRequest
+    content: Image.Image
+    styles: list[StyleImage]
+    scales: list[Scale]
+    init: Image.Image | None
+
+
+def _prepare(request: StyleRequest) -> _Prepared:
+    content = images.decode(request.content)
+    style_list = [_load_style(s) for s in request.styles]
+    scales = plan(*content.size, request.size, request.quality, request.iterations)
+    init = None
+    if request.init is not None:
+        init = images.decode(request.init)
+        # only the scales finer than the starting image: its coarse structure is there already
+        finer = [s for s in scales if max(s.width, s.height) > max(init.size)]
+        scales = finer or scales[-1:]
+    return _Prepared(request, content, style_list, scales, init)
+
+
+def _result(x: torch.Tensor, colour: torch.Tensor | None, job: PaintJob, dev) -> Result:
+    out = to_image(x, colour)
+    assert job.tracker is not None
+    animation, frame_count = None, 0
+    if job.frames is not None:
+        assert job.request is not None
+        encoded = timelapse.encode(
+            [*job.frames, out], out.size, job.request.timelapse_format,
+            job.request.timelapse_max_bytes,
+        )  # fmt: skip
+        if encoded is not None:
+            animation, frame_count = encoded
+    seconds = time.monotonic() - job.tracker.started
+    log.info("stylized %dx%d in %.1fs on %s", out.width, out.height, seconds, dev)
+    return Result(
+        image=images.encode(out, "PNG"),
+        width=out.width,
+        height=out.height,
+        seconds=seconds,
+        iterations=job.tracker.total_steps,
+        device=str(dev),
+        losses=dict(job.parts),
+        timelapse=animation,
+        timelapse_frames=frame_count,
+        inputs=(
+            _input_copies(job.content, job.styles, out.size)
+            if job.request is not None and job.request.input_copies
+            else ()
+        ),
+    )
+
+
 def stylize(
     request: StyleRequest,
     *,
@@ -145,47 +218,128 @@ def stylize(
     snapshot_every: int | None = None,
 ) -> Result:
     """Run one style transfer; raises InputError, Cancelled or EngineError (see nst_engine.api)."""
+    (outcome,) = stylize_batch(
+        [request],
+        device=device,
+        on_progress=[on_progress],
+        should_stop=[should_stop],
+        preview_interval=preview_interval,
+        on_snapshot=[on_snapshot],
+        snapshot_every=snapshot_every,
+    )
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
+def stylize_batch(
+    requests: Sequence[StyleRequest],
+    *,
+    device: str | torch.device | None = None,
+    on_progress: Sequence[Callable[[Progress], None] | None] | None = None,
+    should_stop: Sequence[Callable[[], bool] | None] | None = None,
+    preview_interval: float | None = None,
+    on_snapshot: Sequence[Callable[[int, Image.Image], None] | None] | None = None,
+    snapshot_every: int | None = None,
+) -> list[Result | Exception]:
+    """Run several style transfers; those with the same schedule paint as one batch.
+
+    Requests whose plans match (same size at every scale, same steps) share each step's forward
+    and backward pass as one N×3×H×W batch, each with its own L-BFGS history, targets, seed,
+    progress and stop flag; the others run one batch after another. Returns, per request in
+    order, its Result or its typed error (InputError, Cancelled, EngineError), never raising
+    for one request's failure.
+    """
+    count = len(requests)
+    on_progress = list(on_progress or [None] * count)
+    should_stop = list(should_stop or [None] * count)
+    on_snapshot = list(on_snapshot or [None] * count)
     started = time.monotonic()
     dev = pick_device(device)
-    content = images.decode(request.content)
-    style_list = [_load_style(s) for s in request.styles]
-    scales = plan(*content.size, request.size, request.quality, request.iterations)
+    outcomes: list[Result | Exception | None] = [None] * count
+    groups: dict[tuple, list[tuple[int, _Prepared]]] = {}
+    for i, request in enumerate(requests):
+        try:
+            prepared = _prepare(request)
+            bf16 = use_bf16(dev, request.precision)
+        except (InputError, EngineError) as exc:
+            outcomes[i] = exc
+            continue
+        key = (tuple(prepared.scales), bf16)
+        groups.setdefault(key, []).append((i, prepared))
     model = load_model(dev)
-    try:
-        x, losses, colour = paint(
-            model,
-            content,
-            style_list,
-            scales,
-            functools.partial(make_targets, strength=request.strength),
-            preserve_colors=request.preserve_colors,
-            seed=request.seed,
-            on_progress=on_progress,
-            should_stop=should_stop,
-            preview_interval=preview_interval,
-            on_snapshot=on_snapshot,
-            snapshot_every=snapshot_every,
-            started=started,
-        )
-    except torch.OutOfMemoryError as exc:
-        raise EngineError(OUT_OF_MEMORY) from exc
-    except RuntimeError as exc:  # the CPU allocator's failure is a plain RuntimeError
-        if "can't allocate memory" in str(exc):
-            raise EngineError(OUT_OF_MEMORY) from exc
-        raise
-    out = to_image(x, colour)
-    seconds = time.monotonic() - started
-    log.info("stylized %dx%d in %.1fs on %s", out.width, out.height, seconds, dev)
-    return Result(
-        image=images.encode(out, "PNG"),
-        width=out.width,
-        height=out.height,
-        seconds=seconds,
-        iterations=sum(s.steps for s in scales),
-        device=str(dev),
-        losses=losses,
-        inputs=_input_copies(content, style_list, out.size) if request.input_copies else (),
-    )
+    for (_, bf16), members in groups.items():
+        jobs = [
+            PaintJob(
+                content=p.content,
+                styles=p.styles,
+                targets_fn=functools.partial(make_targets, strength=p.request.strength),
+                preserve_colors=p.request.preserve_colors,
+                seed=p.request.seed,
+                on_progress=on_progress[i],
+                should_stop=should_stop[i],
+                on_snapshot=on_snapshot[i],
+                tracker=_Tracker(list(p.scales), started),
+                init=p.init,
+                frames=[] if p.request.timelapse else None,
+                frame_every=timelapse.frame_interval(sum(s.steps for s in p.scales)),
+                request=p.request,
+            )
+            for i, p in members
+        ]
+        oom = False
+        try:
+            paint_jobs(
+                model,
+                jobs,
+                members[0][1].scales,
+                preview_interval=preview_interval,
+                snapshot_every=snapshot_every,
+                bf16=bf16,
+            )
+        except Exception as exc:
+            if not _is_out_of_memory(exc):
+                raise
+            log.warning("out of memory on %s painting %d job(s): %s", dev, len(jobs), exc)
+            oom = True  # handled below, once this frame no longer holds the traceback
+        if oom:
+            for job in jobs:
+                job.x = None
+            _release_memory(dev)
+            for i, _ in members:
+                outcomes[i] = EngineError(OUT_OF_MEMORY)
+            continue
+        for (i, _), job in zip(members, jobs, strict=True):
+            if job.error is not None:
+                outcomes[i] = job.error
+            else:
+                assert job.x is not None
+                outcomes[i] = _result(job.x, job.colour, job, dev)
+    assert all(o is not None for o in outcomes)
+    return outcomes  # type: ignore[return-value]
+
+
+@dataclass
+class PaintJob:
+    """One image being painted inside a batch: its inputs, callbacks and, at the end, outcome."""
+
+    content: Image.Image
+    styles: Sequence[StyleImage]
+    targets_fn: TargetsFn
+    preserve_colors: bool = False
+    seed: int = 0
+    on_progress: Callable[[Progress], None] | None = None
+    should_stop: Callable[[], bool] | None = None
+    on_snapshot: Callable[[int, Image.Image], None] | None = None
+    tracker: _Tracker | None = None
+    parts: dict[str, float] = field(default_factory=dict)
+    colour: torch.Tensor | None = None  # keep-colours: the photo whose chroma the output takes
+    x: torch.Tensor | None = None  # the final image, Caffe space, 1×3×H×W
+    error: Exception | None = None  # Cancelled or EngineError, if it stopped early
+    init: Image.Image | None = None  # start from this image rather than the noisy photo
+    frames: list[Image.Image] | None = None  # timelapse frames, when one was asked for
+    frame_every: int = 1
+    request: StyleRequest | None = None
 
 
 def _input_copies(
@@ -213,102 +367,211 @@ def paint(
     snapshot_every: int | None = None,
     started: float | None = None,
     cache: TargetCache | None = None,
+    bf16: bool = False,
 ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor | None]:
-    """The coarse-to-fine optimisation loop.
+    """The coarse-to-fine optimisation of one image (a batch of one; see `paint_jobs`).
 
     Returns the final image in Caffe space, the last loss parts, and (keep-colours only) the
-    content's RGB whose chroma the output takes.
+    content's RGB whose chroma the output takes. Raises Cancelled or EngineError.
+    """
+    job = PaintJob(
+        content=content,
+        styles=style_list,
+        targets_fn=targets_fn,
+        preserve_colors=preserve_colors,
+        seed=seed,
+        on_progress=on_progress,
+        should_stop=should_stop,
+        on_snapshot=on_snapshot,
+        tracker=_Tracker(list(scales), started if started is not None else time.monotonic()),
+    )
+    paint_jobs(
+        model, [job], scales, preview_interval=preview_interval, snapshot_every=snapshot_every,
+        cache=cache, bf16=bf16,
+    )  # fmt: skip
+    if job.error is not None:
+        raise job.error
+    assert job.x is not None
+    return job.x, job.parts, job.colour
+
+
+def _scale_start(
+    model: VGGFeatures, job: PaintJob, scale: Scale, cache: TargetCache
+) -> tuple[torch.Tensor, Targets]:
+    """The photo at this scale (Caffe space) and the job's targets there (always fp32)."""
+    rgb = images.to_tensor(_resize(job.content, scale.width, scale.height)).to(model.device)
+    grey = None
+    if job.preserve_colors:
+        job.colour = rgb
+        grey = luminance(rgb)
+        rgb = grey
+    start = preprocess(rgb)
+    with torch.no_grad():
+        content_features = model(start, bf16=False)
+    grams = [_style_grams(model, s, scale, grey, cache) for s in job.styles]
+    targets = job.targets_fn(content_features, grams, [s.weight for s in job.styles])
+    return start, targets
+
+
+def paint_jobs(
+    model: VGGFeatures,
+    jobs: Sequence[PaintJob],
+    scales: Sequence[Scale],
+    *,
+    preview_interval: float | None = None,
+    snapshot_every: int | None = None,
+    cache: TargetCache | None = None,
+    bf16: bool = False,
+) -> None:
+    """The coarse-to-fine optimisation loop for jobs that share one schedule, as one batch.
+
+    Each step evaluates all live jobs' images in one forward/backward pass; every job's loss is
+    its own, and so are its gradient and its L-BFGS history, so a job paints the same with or
+    without company (up to float rounding). A job that is stopped or diverges gets its `error`
+    and leaves the batch; the others go on. Finished jobs get `x`, `parts` and `colour`.
     """
     cache = cache or default_cache()
     device = model.device
-    tracker = _Tracker(list(scales), started if started is not None else time.monotonic())
-    tracker.last_preview = tracker.started
-    generator = torch.Generator().manual_seed(seed)
-    weights = [s.weight for s in style_list]
-    x: torch.Tensor | None = None
-    colour: torch.Tensor | None = None
-    parts: dict[str, float] = {}
+    live = list(jobs)
+    for job in live:
+        job.tracker = job.tracker or _Tracker(list(scales), time.monotonic())
+        job.tracker.last_preview = job.tracker.started
+    x: torch.Tensor | None = None  # the live jobs' images, N×3×H×W, Caffe space
+
+    def drop(gone: dict[int, Exception]) -> None:
+        nonlocal live, x, targets, stacked
+        if not gone:
+            return
+        for i, error in gone.items():
+            live[i].error = error
+        rows = [i for i in range(len(live)) if i not in gone]
+        live = [live[i] for i in rows]
+        targets = [targets[i] for i in rows]
+        if rows:
+            assert x is not None
+            x = _channels_last(x[rows])
+            optimiser.keep(rows)
+            stacked = stack_targets(targets)
 
     for index, scale in enumerate(scales):
-        rgb = images.to_tensor(_resize(content, scale.width, scale.height)).to(device)
-        grey = None
-        if preserve_colors:
-            colour = rgb
-            grey = luminance(rgb)
-            rgb = grey
-        start = preprocess(rgb)
-        with torch.no_grad():
-            content_features = model(start)
-        grams = [_style_grams(model, s, scale, grey, cache) for s in style_list]
-        targets = targets_fn(content_features, grams, weights)
-        del content_features
-
+        starts_targets = [_scale_start(model, job, scale, cache) for job in live]
+        targets = [t for _, t in starts_targets]
+        stacked = stack_targets(targets)
         if x is None:
-            noise = torch.randn(start.shape, generator=generator) * (INIT_NOISE * 255.0)
-            x = start + noise.to(device)
+            x = torch.cat([
+                _first_image(job, start, scale)
+                for job, (start, _) in zip(live, starts_targets, strict=True)
+            ])  # fmt: skip
         else:
             x = F.interpolate(
                 x, size=(scale.height, scale.width), mode="bicubic", align_corners=False
             )
-        # L-BFGS needs a contiguous parameter: hold the pixels as N×H×W×C, whose N×C×H×W view
-        # is already channels_last for the convolutions (the view is taken afresh per call, as
-        # the optimiser updates the pixels in place).
-        pixels = x.detach().permute(0, 2, 3, 1).contiguous().requires_grad_(True)
-        optimiser = torch.optim.LBFGS(
-            [pixels], lr=1.0, max_iter=1, history_size=LBFGS_HISTORY,
-            tolerance_grad=0.0, tolerance_change=0.0,
-        )  # fmt: skip
+        del starts_targets
+        # Hold the pixels as N×H×W×C, whose N×C×H×W view is already channels_last for the
+        # convolutions; each job's row of the flat N×(H·W·C) view is its L-BFGS variable.
+        x = _channels_last(x.detach())
+        optimiser = BatchedLBFGS(len(live), x[0].numel(), history=LBFGS_HISTORY, device=device)
 
-        def closure(pixels: torch.Tensor = pixels, targets: Targets = targets) -> torch.Tensor:
-            pixels.grad = None
-            image = pixels.permute(0, 3, 1, 2)
-            loss, loss_parts = objective(model(image), image / 255.0, targets)
+        for local_step in range(scale.steps):
+            drop({
+                i: Cancelled() for i, job in enumerate(live)
+                if job.should_stop is not None and job.should_stop()
+            })  # fmt: skip
+            if not live:
+                return
+            image = x.detach().requires_grad_(True)
+            loss, loss_parts = objective_batch(model(image, bf16=bf16), image / 255.0, stacked)
+            loss_parts["total"] = loss
             # L-BFGS minimises loss × pixel count: the normalised losses are means, and their
             # per-pixel gradients (≈1e-7) are so small that its curvature pairs would fall under
             # its fixed 1e-10 cut-off.
-            (loss * image.numel()).backward()
-            parts.clear()
-            parts.update({k: v.item() for k, v in loss_parts.items()})
-            parts["total"] = loss.item()
-            return loss
-
-        for local_step in range(scale.steps):
-            if should_stop is not None and should_stop():
-                raise Cancelled()
-            optimiser.step(closure)
-            tracker.step += 1
-            tracker.work_done += _work(scale)
-            if not all(v == v for v in parts.values()):  # NaN: the optimisation blew up
-                raise EngineError("The optimisation diverged; try a lower strength.")
-            last_here = local_step == scale.steps - 1
-            snapshot = (
-                on_snapshot is not None and snapshot_every and tracker.step % snapshot_every == 0
-            )
-            now = time.monotonic()
-            want_preview = on_progress is not None and (
-                last_here
-                or (preview_interval is not None and now - tracker.last_preview >= preview_interval)
-            )
-            x = pixels.detach().permute(0, 3, 1, 2)
-            image = to_image(x, colour) if (snapshot or want_preview) else None
-            if snapshot and image is not None and on_snapshot is not None:
-                on_snapshot(tracker.step, image)
-            preview = None
-            if want_preview and image is not None:
-                preview = _preview(image)
-                tracker.last_preview = now
-            if on_progress is not None:
-                on_progress(
-                    Progress(
-                        scale=index + 1,
-                        scales=len(scales),
-                        step=tracker.step,
-                        total_steps=tracker.total_steps,
-                        elapsed=now - tracker.started,
-                        eta=tracker.eta(index, scale.steps - local_step - 1),
-                        losses=dict(parts),
-                        preview=preview,
-                    )
-                )
+            (loss.sum() * image[0].numel()).backward()
+            assert image.grad is not None
+            flat = x.detach().permute(0, 2, 3, 1).view(len(live), -1)  # shares x's storage
+            optimiser.step(flat, image.grad.permute(0, 2, 3, 1).reshape(len(live), -1))
+            names = list(loss_parts)
+            values = torch.stack([loss_parts[k].detach() for k in names], 1).tolist()
+            diverged: dict[int, Exception] = {}
+            for i, (job, row) in enumerate(zip(live, values, strict=True)):
+                job.parts = dict(zip(names, row, strict=True))
+                if not all(v == v for v in row):  # NaN: the optimisation blew up
+                    diverged[i] = EngineError("The optimisation diverged; try a lower strength.")
+                    continue
+                _publish(job, x[i : i + 1], index, scale, local_step, preview_interval,
+                         snapshot_every)  # fmt: skip
+            drop(diverged)
+            if not live:
+                return
     assert x is not None
-    return x.detach(), parts, colour
+    for i, job in enumerate(live):
+        job.x = x[i : i + 1].detach()
+
+
+def _first_image(job: PaintJob, start: torch.Tensor, scale: Scale) -> torch.Tensor:
+    """The job's starting point: its init image at this scale, else the photo plus seeded noise."""
+    if job.init is not None:
+        init = images.to_tensor(_resize(job.init, scale.width, scale.height))
+        return preprocess(init.to(start.device))
+    generator = torch.Generator().manual_seed(job.seed)
+    noise = torch.randn(start.shape, generator=generator) * (INIT_NOISE * 255.0)
+    return start + noise.to(start.device)
+
+
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    """N×C×H×W with N×H×W×C storage (so each image's pixels are one contiguous row)."""
+    return x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+
+
+def _publish(
+    job: PaintJob,
+    x: torch.Tensor,
+    index: int,
+    scale: Scale,
+    local_step: int,
+    preview_interval: float | None,
+    snapshot_every: int | None,
+) -> None:
+    """Count the step for `job` and send its progress, preview and snapshot when due."""
+    tracker = job.tracker
+    assert tracker is not None
+    tracker.step += 1
+    tracker.work_done += _work(scale)
+    last_here = local_step == scale.steps - 1
+    snapshot = (
+        job.on_snapshot is not None and snapshot_every and tracker.step % snapshot_every == 0
+    )
+    # a timelapse frame (the result itself is added as the last one at the end)
+    frame = (
+        job.frames is not None
+        and tracker.step % job.frame_every == 0
+        and tracker.step < tracker.total_steps
+    )
+    if job.on_progress is None and not snapshot and not frame:
+        return  # nothing to publish: no image conversion either
+    now = time.monotonic()
+    want_preview = job.on_progress is not None and (
+        last_here
+        or (preview_interval is not None and now - tracker.last_preview >= preview_interval)
+    )
+    image = to_image(x, job.colour) if (snapshot or want_preview or frame) else None
+    if frame and image is not None and job.frames is not None:
+        job.frames.append(image)
+    if snapshot and image is not None and job.on_snapshot is not None:
+        job.on_snapshot(tracker.step, image)
+    preview = None
+    if want_preview and image is not None:
+        preview = _preview(image)
+        tracker.last_preview = now
+    if job.on_progress is not None:
+        job.on_progress(
+            Progress(
+                scale=index + 1,
+                scales=len(tracker.scales),
+                step=tracker.step,
+                total_steps=tracker.total_steps,
+                elapsed=now - tracker.started,
+                eta=tracker.eta(index, scale.steps - local_step - 1),
+                losses=dict(job.parts),
+                preview=preview,
+            )
+        )

@@ -78,12 +78,13 @@ def load_weights(count: int = len(_CONV_NAMES)) -> list[tuple[torch.Tensor, torc
 class VGGFeatures(nn.Module):
     """VGG19 up to relu5_1; `forward` returns the activations named in LAYER_INDEX.
 
-    Defaults: channels_last everywhere; bf16 autocast for the convolutions on CUDA only (the
-    caller computes Grams and losses in fp32). The bench flips both to measure them.
+    Defaults: channels_last everywhere; fp32 unless `bf16` (the default of each call, which
+    `forward` can override: nst_engine.precision decides per job). Under bf16 only the
+    convolutions run in bf16; callers compute Grams and losses in fp32.
     """
 
     def __init__(
-        self, device: torch.device, *, channels_last: bool = True, bf16: bool | None = None
+        self, device: torch.device, *, channels_last: bool = True, bf16: bool = False
     ) -> None:
         super().__init__()
         # torchvision's vgg19().features, built without the classifier (400 MB we never use)
@@ -100,17 +101,18 @@ class VGGFeatures(nn.Module):
         self.layers = features
         self._taps = {index: name for name, index in LAYER_INDEX.items()}
         self.device = device
-        self.bf16 = device.type == "cuda" if bf16 is None else bf16
+        self.bf16 = bf16
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.requires_grad_(False)
         self.eval()
         self.to(device=device, memory_format=self.memory_format)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, bf16: bool | None = None) -> dict[str, torch.Tensor]:
         """Caffe-preprocessed N×3×H×W → {layer: activation}; one pass, stops at relu5_1."""
         x = x.contiguous(memory_format=self.memory_format)
         out: dict[str, torch.Tensor] = {}
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+        enabled = self.bf16 if bf16 is None else bf16
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled):
             for index, layer in enumerate(self.layers):
                 x = layer(x)
                 name = self._taps.get(index)

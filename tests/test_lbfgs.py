@@ -1,0 +1,102 @@
+"""The batched L-BFGS against torch.optim.LBFGS, and its jobs' independence from each other."""
+
+from __future__ import annotations
+
+import torch
+
+from nst_engine.lbfgs import BatchedLBFGS
+
+DIM = 40
+HISTORY = 5
+
+
+def _problems(count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Convex but not quadratic: ½xᵀAx − bᵀx + 0.1·Σx⁴, with A of different conditioning."""
+    generator = torch.Generator().manual_seed(0)
+    out = []
+    for n in range(count):
+        a = torch.randn(DIM, DIM, generator=generator)
+        a = a @ a.T / DIM + (0.05 + n) * torch.eye(DIM)
+        out.append((a, torch.randn(DIM, generator=generator) * (1 + 10 * n)))
+    return out
+
+
+def _loss(x: torch.Tensor, problem: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    a, b = problem
+    return 0.5 * x @ a @ x - b @ x + 0.1 * x.pow(4).sum()
+
+
+def _torch_lbfgs(problem, steps: int) -> torch.Tensor:
+    x = torch.zeros(DIM, requires_grad=True)
+    optimiser = torch.optim.LBFGS(
+        [x], lr=1.0, max_iter=1, history_size=HISTORY, tolerance_grad=0.0, tolerance_change=0.0
+    )
+
+    def closure() -> torch.Tensor:
+        optimiser.zero_grad()
+        loss = _loss(x, problem)
+        loss.backward()
+        return loss
+
+    for _ in range(steps):
+        optimiser.step(closure)
+    return x.detach()
+
+
+def _batched(problems, steps: int, drop_after: int | None = None) -> torch.Tensor:
+    x = torch.zeros(len(problems), DIM)
+    optimiser = BatchedLBFGS(len(problems), DIM, history=HISTORY)
+    for step in range(steps):
+        if drop_after is not None and step == drop_after:  # the first job leaves the batch
+            problems = problems[1:]
+            x = x[1:].clone()
+            optimiser.keep(list(range(1, optimiser.batch)))
+        point = x.clone().requires_grad_(True)
+        sum(_loss(point[n], p) for n, p in enumerate(problems)).backward()
+        assert point.grad is not None
+        optimiser.step(x, point.grad)
+    return x
+
+
+def test_one_job_follows_torch_lbfgs() -> None:
+    (problem,) = _problems(1)
+    for steps in (1, 2, 4, 25):
+        ours = _batched([problem], steps)[0]
+        torch.testing.assert_close(ours, _torch_lbfgs(problem, steps), rtol=1e-5, atol=1e-5)
+    assert _loss(ours, problem) < _loss(torch.zeros(DIM), problem)
+
+
+def test_batched_jobs_equal_each_job_alone() -> None:
+    problems = _problems(3)
+    together = _batched(problems, 25)
+    for n, problem in enumerate(problems):
+        alone = _batched([problem], 25)[0]
+        torch.testing.assert_close(together[n], alone, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(together[n], _torch_lbfgs(problem, 25), rtol=1e-5, atol=1e-5)
+
+
+def test_a_job_at_its_minimum_and_a_job_that_leaves_do_not_disturb_the_rest() -> None:
+    problems = _problems(3)
+    zero = (torch.eye(DIM), torch.zeros(DIM))  # x = 0 is its minimum: zero gradient
+    together = _batched([zero, *problems], 20)
+    assert together[0].abs().max().item() == 0.0
+    for n, problem in enumerate(problems):
+        torch.testing.assert_close(together[n + 1], _batched([problem], 20)[0])
+    after_drop = _batched(problems, 20, drop_after=7)
+    for n, problem in enumerate(problems[1:]):
+        torch.testing.assert_close(after_drop[n], _batched([problem], 20)[0])
+
+
+def test_rejected_curvature_pairs_are_per_job() -> None:
+    """A job whose pairs are all rejected (a linear loss: yᵀs = 0) keeps steepest descent."""
+    problems = _problems(2)
+    optimiser = BatchedLBFGS(2, DIM, history=HISTORY)
+    x = torch.zeros(2, DIM)
+    slope = torch.ones(DIM)
+    for _ in range(4):
+        point = x.clone().requires_grad_(True)
+        (_loss(point[0], problems[0]) + (point[1] * slope).sum()).backward()
+        assert point.grad is not None
+        optimiser.step(x, point.grad)
+    assert optimiser.count == [3, 0]
+    torch.testing.assert_close(x[0], _batched(problems[:1], 4)[0])
