@@ -144,6 +144,7 @@ class Ask:
     front: Front
     source_id: int | None = None  # the user's message, which results reply to
     inputs_on_result: bool = False  # no message holds the inputs: carry them on the result
+    start: AttachmentLike | None = None  # Bigger: the earlier result the painting starts from
 
 
 Resolve = Callable[[Options], Options]
@@ -263,22 +264,32 @@ async def from_button(
     source_id: int | None,
     options: Options,
     limits: IntakeLimits,
+    *,
+    bigger: bool = False,
 ) -> Ask:
     """A result button's ask: the same inputs as the result's job, with changed options.
 
     The inputs are the user's original message (`source_id`), fetched again, or the copies
-    carried on the result message itself.
+    carried on the result message itself. `bigger` also starts from the result's picture.
     """
+    holder = interaction.message
+    if holder is None or not holder.attachments:
+        raise InputError("I can't find the message these buttons were on.")
+    start: AttachmentLike | None = None
+    if bigger:
+        start = holder.attachments[0]
+        intake.check_attachment(start, limits)
     if source_id is None:
-        holder = interaction.message
-        if holder is None:
-            raise InputError("I can't find the message these buttons were on.")
-        copies: list[AttachmentLike] = list(holder.attachments[1:])
+        copies: list[AttachmentLike] = [
+            a for a in holder.attachments[1:] if not a.filename.startswith("timelapse")
+        ]
         if len(copies) < 1 + options.images:
             raise InputError("The images of that job are gone, so I can't re-run it.")
-        return from_interaction(
+        the_ask = from_interaction(
             interaction, options, copies[: 1 + options.images], limits, rerun=True
         )
+        the_ask.start = start
+        return the_ask
     channel = interaction.channel
     if not isinstance(channel, discord.abc.Messageable):
         raise InputError("I can't see this channel any more.")
@@ -288,7 +299,7 @@ async def from_button(
         raise InputError("The original message was deleted, so I can't re-run it.") from None
     except discord.HTTPException:
         raise InputError("I can't read the original message (Read Message History?).") from None
-    return from_interaction(
+    the_ask = from_interaction(
         interaction,
         options,
         list(original.attachments),
@@ -297,3 +308,5 @@ async def from_button(
         replied=await replied_attachments(original),
         rerun=True,
     )
+    the_ask.start = start
+    return the_ask

@@ -27,7 +27,14 @@ if TYPE_CHECKING:
 
 STEP = 1.5
 MAX_CUSTOM_ID = 100
-ACTIONS = {"+": "Stronger", "-": "Subtler", "k": "Keep colours", "n": "New seed"}
+ACTIONS = {
+    "+": "Stronger",
+    "-": "Subtler",
+    "k": "Keep colours",
+    "n": "New seed",
+    "b": "Bigger",
+}
+BIGGER = "b"  # repaint at twice the long side, starting from the result itself
 
 
 def changed(action: str, options: Options) -> Options:
@@ -40,12 +47,15 @@ def changed(action: str, options: Options) -> Options:
         return replace(options, keep_colors=not options.keep_colors)
     if action == "n":
         return replace(options, seed=random.randint(1, MAX_SEED))
+    if action == BIGGER:
+        assert options.size is not None
+        return replace(options, size=options.size * 2, timelapse=False)
     raise ValueError(f"unknown action {action!r}")
 
 
 class ResultButton(
     discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=r"sb:(?P<action>[+\-kn]):(?P<owner>\d+):(?P<source>\d+|r):"
+    template=r"sb:(?P<action>[+\-knb]):(?P<owner>\d+):(?P<source>\d+|r):"
     r"(?:j(?P<job>[0-9a-f]{1,32})|" + PACKED + ")",
 ):
     def __init__(
@@ -55,8 +65,10 @@ class ResultButton(
         source: int | None,
         options: Options | None,
         job_id: str | None = None,
+        max_size: int | None = None,
     ) -> None:
-        """`options` None: the job's record is gone from the journal (the click is refused)."""
+        """`options` None: the job's record is gone from the journal (the click is refused).
+        With `max_size`, Bigger is disabled on a result already at the largest size."""
         self.action = action
         self.owner_id = owner_id
         self.source = source
@@ -66,8 +78,10 @@ class ResultButton(
         if options is not None:
             if action == "k" and options.keep_colors:
                 label = "Full colour"
-            disabled = (action == "+" and options.strength >= MAX_STRENGTH) or (
-                action == "-" and options.strength <= MIN_STRENGTH
+            disabled = (
+                (action == "+" and options.strength >= MAX_STRENGTH)
+                or (action == "-" and options.strength <= MIN_STRENGTH)
+                or (action == BIGGER and max_size is not None and (options.size or 0) >= max_size)
             )
         where = "r" if source is None else str(source)
         custom_id = f"sb:{action}:{owner_id}:{where}:"
@@ -111,8 +125,12 @@ class ResultButton(
             )
             return
         try:
+            if self.action == BIGGER and (self.options.size or 0) >= studio.settings.max_size:
+                raise InputError("That picture is already as big as I paint.")
             options = studio.resolve(changed(self.action, self.options), interaction.guild_id)
-            the_ask = await ask.from_button(interaction, self.source, options, studio.limits)
+            the_ask = await ask.from_button(
+                interaction, self.source, options, studio.limits, bigger=self.action == BIGGER
+            )
         except InputError as exc:
             await interaction.response.send_message(friendly(exc), ephemeral=True)
             return
@@ -141,11 +159,11 @@ class CancelButton(
 
 
 def result_view(
-    owner_id: int, source: int | None, options: Options, job_id: str
+    owner_id: int, source: int | None, options: Options, job_id: str, max_size: int
 ) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     for action in ACTIONS:
-        view.add_item(ResultButton(action, owner_id, source, options, job_id))
+        view.add_item(ResultButton(action, owner_id, source, options, job_id, max_size))
     return view
 
 

@@ -38,7 +38,8 @@ USAGE = """\
 `{p}stylize STYLE` with a photo attached, or `{p}stylize` with a photo and a style image attached.
 Reply to a message that has a photo to use that photo. Options, in any order:
 `strength=2` (0.05–20, 1 is the default look) · `size=512` (long side in pixels, up to {max_size}) \
-· `quality=draft|standard|high` · `keep-colors` (keep the photo's colours) · `seed=7`
+· `quality=draft|standard|high` · `keep-colors` (keep the photo's colours) · `seed=7` \
+· `timelapse` (also an animation of the painting forming)
 Example: `{p}stylize starry-night strength=2 size=512 quality=high keep-colors seed=7`
 **Blends**: `{p}stylize starry-night:2+the-scream` (weights optional; extra images attached \
 join in; up to {max_styles} styles).
@@ -46,7 +47,8 @@ join in; up to {max_styles} styles).
 Manage Server) · `{p}style list`.
 The same works as `@{name} stylize ...` and as slash commands (`/stylize`, `/style add`, ...).
 Other commands: `styles` (the styles), `queue` (your jobs), `cancel [job]`, `about`.
-Under each result: **Stronger**, **Subtler**, **Keep colours**/**Full colour**, **New seed**."""
+Under each result: **Stronger**, **Subtler**, **Keep colours**/**Full colour**, **New seed**, \
+**Bigger** (twice the size, from that very picture)."""
 
 CREDITS = """\
 **stylebot** paints with neural style transfer (Gatys, Ecker and Bethge, 2015–16): it optimises \
@@ -78,6 +80,7 @@ class StyleCog(commands.Cog, name="Stylize"):
         quality="draft is fastest, high is slowest",
         keep_colors="Keep the photo's own colours",
         seed="Change this for a different variation",
+        timelapse="Also attach an animation of the painting forming",
     )
     async def stylize(
         self,
@@ -91,6 +94,7 @@ class StyleCog(commands.Cog, name="Stylize"):
         quality: Literal["draft", "standard", "high"] | None = None,
         keep_colors: bool | None = None,
         seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
+        timelapse: bool | None = None,
     ) -> None:
         """Paint a photo in the style of a painting, of other pictures, or a blend of them."""
         studio = self.bot.studio
@@ -111,6 +115,7 @@ class StyleCog(commands.Cog, name="Stylize"):
                     quality=quality,
                     keep_colors=bool(keep_colors),
                     seed=seed or 0,
+                    timelapse=bool(timelapse),
                 ),
                 guild_id,
             )
@@ -334,9 +339,7 @@ class StyleCog(commands.Cog, name="Stylize"):
         )
         engine = describe_engine(self.bot.engine) if self.bot.engine is not None else "not started"
         await ctx.reply(
-            CREDITS.format(paintings=paintings)
-            + f"\nPainting with: {engine}.\n\n"
-            + self._usage(ctx),
+            CREDITS.format(paintings=paintings) + f"\nPainting with: {engine}.\nSee `help`.",
             mention_author=False,
         )
 

@@ -77,6 +77,7 @@ CREATE TABLE IF NOT EXISTS styles (
 PHOTO = "photo"
 STYLE = "style"
 RESULT = "result.png"
+START = "start"  # Bigger: the earlier result a job starts from
 
 
 def style_file(index: int) -> str:
@@ -206,9 +207,15 @@ class Journal:
 
     # ---------------------------------------------------------------- records
 
-    def add(self, job: Job, photo: bytes, style_images: Sequence[bytes] = ()) -> None:
-        """Store the inputs (the photo and every style image), then the record (state
-        `accepted`); sets `job.seq`.
+    def add(
+        self,
+        job: Job,
+        photo: bytes,
+        style_images: Sequence[bytes] = (),
+        start: bytes | None = None,
+    ) -> None:
+        """Store the inputs (the photo, every style image and the picture a Bigger job starts
+        from), then the record (state `accepted`); sets `job.seq`.
 
         Files first: a crash in between leaves an orphan folder that `prune` removes, never a
         record without its inputs.
@@ -218,6 +225,8 @@ class Journal:
         _write_file(folder / PHOTO, photo)
         for index, data in enumerate(style_images):
             _write_file(folder / style_file(index), data)
+        if start is not None:
+            _write_file(folder / START, start)
         job.style_images = len(style_images)
         now = time.time()
         cursor = self._execute(
@@ -286,6 +295,11 @@ class Journal:
         folder = self.jobs_dir / job.id
         photo = (folder / PHOTO).read_bytes()
         return photo, [(folder / style_file(i)).read_bytes() for i in range(job.style_images)]
+
+    def start(self, job: Job) -> bytes | None:
+        """The picture a Bigger job starts from, if it is one."""
+        path = self.jobs_dir / job.id / START
+        return path.read_bytes() if path.is_file() else None
 
     def save_result(self, job: Job, png: bytes, copies: dict[str, bytes]) -> None:
         """Keep the painted image (and input copies for the result message) until delivered,

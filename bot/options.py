@@ -2,6 +2,7 @@
 
 Prefix syntax (any order after the command):
     [STYLE] [strength=F] [size=N] [quality=draft|standard|high] [keep-colors] [seed=N]
+    [timelapse]
 
 STYLE is one style or a blend of up to four: `starry-night+the-scream`, with optional weights
 `starry-night:2+the-scream:1`. A part names a built-in or one of the server's own styles; each
@@ -117,6 +118,7 @@ class Options:
     quality: str | None = None
     keep_colors: bool = False
     seed: int = 0
+    timelapse: bool = False  # also attach an animation of the painting forming
 
     def parts(self) -> tuple[Part, ...]:
         return () if self.style is None else parse_blend(self.style, typed=False)
@@ -175,6 +177,8 @@ class Options:
         if self.keep_colors:
             parts.append("colours kept")
         parts.append(f"seed {self.seed}")
+        if self.timelapse:
+            parts.append("timelapse")
         return " · ".join(parts)
 
 
@@ -197,6 +201,8 @@ def parse_words(words: list[str], server_styles: Collection[str] = ()) -> Option
         if not sep:
             if key in KEEP_WORDS:
                 found["keep_colors"] = True
+            elif key == "timelapse":
+                found["timelapse"] = True
             elif "style" in found:
                 raise InputError(
                     f"I don't understand `{word}`. Options look like `strength=2 size=512 "

@@ -37,11 +37,19 @@ from bot.scheduler import Limits, Scheduler
 from bot.settings import Settings
 from bot.traffic import ANSWER, RESULT, Traffic
 from nst_engine import styles
-from nst_engine.api import Cancelled, Engine, InputError, StyleRequest, StyleSource
+from nst_engine.api import (
+    MIN_TIMELAPSE_BYTES,
+    Cancelled,
+    Engine,
+    InputError,
+    StyleRequest,
+    StyleSource,
+)
 
 log = logging.getLogger(__name__)
 
 RESUMED = "🔁 Resumed after a restart."
+TIMELAPSE = "timelapse.webp"
 PAUSED = "⏸️ Paused: the bot is restarting; this job will be back after the restart."
 
 
@@ -151,6 +159,7 @@ class Studio:
             await ask.front.acknowledge()
             photo = await self.downloader.read(ask.photo)
             attached = [await self.downloader.read(att) for att in ask.style_images]
+            start = None if ask.start is None else await self.downloader.read(ask.start)
             style_files = await asyncio.to_thread(self._style_files, ask, attached)
             if not self.scheduler.accepting:
                 raise InputError("The bot is restarting and is not taking new jobs right now.")
@@ -170,13 +179,13 @@ class Studio:
             inputs_on_result=ask.inputs_on_result,
         )
         try:
-            await asyncio.to_thread(self.journal.add, job, photo, style_files)
+            await asyncio.to_thread(self.journal.add, job, photo, style_files, start)
         except OSError as exc:
             self.scheduler.queue.release(place)
             log.error("job %s: could not journal it: %s", job.id, exc)
             await ask.front.refuse("⚠️ I couldn't store your job (disk trouble); please try again.")
             return None
-        del photo, attached, style_files
+        del photo, attached, style_files, start
         self._queue(job, place)
         position = self.scheduler.queue.positions().get(job.id)
         text = (
@@ -265,6 +274,10 @@ class Studio:
             seed=o.seed,
             iterations=self.settings.max_iterations,
             input_copies=job.inputs_on_result,
+            init=self.journal.start(job),
+            timelapse=o.timelapse,
+            # the animation rides beside the result: half of what one file may weigh
+            timelapse_max_bytes=max(MIN_TIMELAPSE_BYTES, job.upload_limit // 2),
         )
 
     async def _paint(self, job: Job) -> None:
@@ -306,6 +319,8 @@ class Studio:
         names = ("photo", "style", "style2", "style3", "style4")
         copies = {f"{names[i]}.png": data for i, data in enumerate(result.inputs[:5])}
         copies["meta.json"] = json.dumps(meta).encode()
+        if result.timelapse is not None:
+            copies[TIMELAPSE] = result.timelapse
         await asyncio.to_thread(self.journal.save_result, job, result.image, copies)
         self.jobs.pop(job.id, None)
         log.info("job %s: painted in %.1f s on %s", job.id, result.seconds, result.device)
@@ -381,6 +396,7 @@ class Studio:
     async def _upload(self, job: Job) -> discord.Message:
         png, copies = await asyncio.to_thread(self.journal.result, job)
         meta = json.loads(copies.pop("meta.json", b"{}"))
+        animation = copies.pop(TIMELAPSE, None)  # encoded by the painter within its budget
         channel = self._channel(job)
         header = (
             f"<@{job.owner_id}> here is your painting (job `{job.id}`).\n"
@@ -396,7 +412,8 @@ class Studio:
         )
         # Input copies share the message with the result: each file within the per-file limit,
         # all of them within Discord's total per message; refitted when a 413 lowers the limit.
-        per_file = min(job.upload_limit, delivery.MESSAGE_TOTAL // (1 + len(copies)))
+        total = delivery.MESSAGE_TOTAL - len(animation or b"")
+        per_file = min(job.upload_limit, total // (1 + len(copies)))
         fitted: list[delivery.Encoded] = []
 
         async def send(encoded: delivery.Encoded, limit: int) -> discord.Message:
@@ -408,14 +425,20 @@ class Studio:
                     for name, data in copies.items()
                 ]
             note = f" · {encoded.note}" if encoded.note else ""
+            extra = [] if animation is None or len(animation) > limit else [animation]
+            if animation is not None and not extra:
+                note += " · the timelapse was too large for this channel"
 
             def post() -> Coroutine[Any, Any, discord.Message]:
                 files = [discord.File(io.BytesIO(encoded.data), filename=encoded.filename)]
                 files += [discord.File(io.BytesIO(c.data), filename=c.filename) for c in fitted]
+                files += [discord.File(io.BytesIO(a), filename=TIMELAPSE) for a in extra]
                 return channel.send(
                     header + note,
                     files=files,
-                    view=result_view(job.owner_id, job.source_id, job.options, job.id),
+                    view=result_view(
+                        job.owner_id, job.source_id, job.options, job.id, self.settings.max_size
+                    ),
                     reference=reference,  # type: ignore[arg-type]
                     allowed_mentions=discord.AllowedMentions(users=True, replied_user=False),
                     nonce=nonce_of(job),

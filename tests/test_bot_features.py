@@ -7,6 +7,7 @@ ProcessPoolEngine talking to fakecord, tiny images and one step per scale.
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 import sqlite3
 from collections.abc import AsyncIterator
@@ -15,6 +16,7 @@ from pathlib import Path
 import discord as dpy
 import pytest
 import pytest_asyncio
+from PIL import Image as PILImage
 
 from bot.app import StyleBot
 from bot.buttons import MAX_CUSTOM_ID, ResultButton
@@ -41,6 +43,7 @@ from tests.test_bot_e2e import (
     running_bot,
     sample,
     settings,
+    size_of,
     status_of,
 )
 
@@ -398,3 +401,65 @@ async def test_server_styles_add_use_list_remove_restart_and_leave(engine) -> No
             bot.dispatch("guild_remove", guild)
             await discord.wait_for(lambda: not bot.studio.journal.styles_of(club.id), WAIT)
             assert not (Path(data_dir) / "styles" / str(club.id)).exists()
+
+
+# ---------------------------------------------------------------- Bigger and timelapse
+
+
+def frames_of(data: bytes) -> int:
+    with PILImage.open(io.BytesIO(data)) as img:
+        return getattr(img, "n_frames", 1)
+
+
+@e2e
+async def test_bigger_doubles_the_result_for_its_owner_and_after_a_restart(engine) -> None:
+    async with FakeDiscord(rate_limit=RELAXED) as discord:
+        data_dir = settings(discord.token).data_dir
+        eve, fay = discord.add_user("eve"), discord.add_user("fay")
+        async with running_bot(discord, engine, data_dir=data_dir, max_iterations=4):
+            msg = await discord.post(eve, "!stylize udnie size=48", files=[("cat.png", PHOTO)])
+            first = await next_painting(discord, eve)
+            assert max(size_of(first.files[0].data)) == 48
+            refused = await discord.click(fay, first, labels(first)["Bigger"])
+            await discord.wait_for(lambda: refused.responded, WAIT)
+            assert refused.ephemeral and "belong to" in refused.response.data["content"]
+        async with running_bot(discord, engine, data_dir=data_dir, max_iterations=4):
+            await discord.click(eve, first, labels(first)["Bigger"])
+            bigger = await next_painting(discord, eve, after=1)
+            assert max(size_of(bigger.files[0].data)) == 96 and "96 px" in bigger.content
+            assert bigger.reference is msg
+            # 128 is the cap of these settings: one more doubling stops there, then none is left
+            await discord.click(eve, bigger, labels(bigger)["Bigger"])
+            capped = await next_painting(discord, eve, after=2)
+            assert max(size_of(capped.files[0].data)) == 128
+            assert next(
+                b["disabled"]
+                for row in capped.components
+                for b in row["components"]
+                if b["label"] == "Bigger"
+            )
+
+
+@e2e
+async def test_timelapse_attaches_an_animation_beside_the_result(engine) -> None:
+    async with (
+        FakeDiscord(rate_limit=RELAXED) as discord,
+        running_bot(discord, engine, max_iterations=10),  # a frame a step: 10 + the result
+    ):
+        await timelapses(discord)
+
+
+async def timelapses(discord: FakeDiscord) -> None:
+    gus = discord.add_user("gus")
+    await discord.post(gus, "!stylize vaporwave timelapse", files=[("cat.png", PHOTO)])
+    result = await next_painting(discord, gus)
+    assert "timelapse" in result.content
+    [animation] = [f for f in result.files if f.filename.startswith("timelapse")]
+    assert frames_of(animation.data) >= 8
+    await discord.slash(
+        gus, "stylize", {"style": "udnie", "timelapse": True}, files={"photo": ("c.png", PHOTO)}
+    )
+    second = await next_painting(discord, gus, after=1)
+    names = [f.filename for f in second.files]
+    assert names[0] == "stylized.png" and names[-1] == "timelapse.webp"
+    assert frames_of(second.files[-1].data) >= 8
