@@ -9,9 +9,6 @@ used only through what a user does and sees, so a rewrite of bot/ must pass this
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,13 +16,13 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from bot.app import StyleBot, build_bot
-from bot.settings import Settings
+from bot.app import StyleBot
 from nst_engine import images
 from nst_engine.api import StyleRequest, StyleSource
 from nst_engine.pool import ProcessPoolEngine
 from tests.fakecord import FakeDiscord, Message, User
 from tests.fakecord.spec import Spec
+from tests.test_bot_e2e import next_painting, running_bot
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -50,41 +47,8 @@ async def engine() -> AsyncIterator[ProcessPoolEngine]:
         yield pool
 
 
-@contextlib.asynccontextmanager
-async def running_bot(discord: FakeDiscord, engine: ProcessPoolEngine) -> AsyncIterator[StyleBot]:
-    values: dict[str, Any] = {
-        "discord_token": discord.token,
-        "default_size": 64,
-        "max_size": 64,
-        "default_quality": "draft",
-        "max_iterations": 1,
-        "status_interval": 0.5,
-        "max_attachment_bytes": 300_000,
-        "download_timeout": 10.0,
-        "download_hosts": ("127.0.0.1",),  # fakecord's CDN
-        "data_dir": tempfile.mkdtemp(prefix="stylebot-conformance-"),
-    }
-    bot = build_bot(Settings(_env_file=None, **values), engine)  # type: ignore[call-arg]
-    task = asyncio.create_task(bot.start(discord.token))
-    try:
-        await asyncio.wait_for(bot.wait_until_ready(), 30)
-        yield bot
-    finally:
-        await bot.close()
-        await task
-
-
-def paintings(discord: FakeDiscord, user: User) -> list[Message]:
-    """The bot's result messages for `user` (the wording users rely on)."""
-    return [
-        m
-        for m in discord.bot_messages()
-        if m.content.startswith(f"<@{user.id}> here is your painting") and m.files
-    ]
-
-
 async def painting(discord: FakeDiscord, user: User, after: int = 0) -> Message:
-    return (await discord.wait_for(lambda: paintings(discord, user)[after:], WAIT))[0]
+    return await next_painting(discord, user, after)
 
 
 async def answered(discord: FakeDiscord, message: Message) -> Message:
@@ -178,7 +142,7 @@ async def scenario(discord: FakeDiscord, bot: StyleBot, engine: ProcessPoolEngin
 async def test_the_bots_traffic_conforms_to_discords_spec(engine: ProcessPoolEngine) -> None:
     spec = Spec()
     async with FakeDiscord(record=True) as discord:
-        async with running_bot(discord, engine) as bot:
+        async with running_bot(discord, engine, max_size=64, status_interval=0.5) as bot:
             await scenario(discord, bot, engine)
         exchanges = discord.exchanges
     assert exchanges is not None
