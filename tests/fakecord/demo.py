@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -60,6 +61,8 @@ async def demo(photo: Path, style: str, out_dir: Path, timeout: float) -> Path:
             default_quality="draft",  # the preset's own 90 steps: about 30 s on two CPU cores
             workers=1,
             status_interval=2.0,
+            download_hosts=("127.0.0.1",),  # this fakecord's CDN
+            data_dir=Path(tempfile.mkdtemp(prefix="stylebot-demo-")),  # a fresh job journal
         )
         started = time.monotonic()
         print(f"fakecord listening on {fake.url}; starting stylebot (loading VGG19)...", flush=True)
