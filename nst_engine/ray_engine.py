@@ -83,9 +83,7 @@ class Painter:
             level=log_level,
             format="%(asctime)s %(levelname)s [painter pid %(process)d] %(message)s",
         )
-        import torch
-
-        torch.set_num_threads(threads)
+        worker_side.setup_threads(threads)
         from . import transfer, vgg
 
         self._transfer = transfer
