@@ -30,163 +30,49 @@ at once; one that keeps dying soon after start is replaced after a growing delay
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
-import itertools
 import logging
 import multiprocessing
 import os
 import queue
-import secrets
 import threading
-from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
-from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, ClassVar
 
 from . import worker as worker_side
-from .api import Cancelled, EngineError, EngineStats, JobTimeout, Progress, Result, StyleRequest
+from .api import EngineError
+from .dispatch import CRASH_BACKOFF as CRASH_BACKOFF
+from .dispatch import MAX_START_FAILURES, Dispatcher, EngineJob, Slot, without_secrets
 
 log = logging.getLogger(__name__)
 
 _CONTEXT = multiprocessing.get_context("spawn")
-# A slot whose worker dies this many times in a row before it is ready is given up.
-MAX_START_FAILURES = 3
-# A worker that dies within this many seconds of becoming ready counts towards a crash loop: the
-# first death is replaced at once, each further one in a row waits twice as long as the last,
-# from CRASH_BACKOFF up to MAX_CRASH_BACKOFF seconds.
-CRASH_STREAK_WINDOW = 60.0
-CRASH_BACKOFF = 0.5
-MAX_CRASH_BACKOFF = 30.0
 # Seconds a process gets to exit after SIGTERM (in close) before SIGKILL.
 TERMINATE_GRACE = 3.0
 
-CRASHED_TWICE = (
-    "The painter crashed twice on this job, so it was given up. "
-    "The image may be too large for this machine; try a smaller size."
-)
-SHUTTING_DOWN = "The painter is shutting down; please try again later."
-# Never inherited by painters (they decode hostile images); the bot's token is one.
-SECRET_ENV = ("DISCORD_TOKEN",)
 
-
-class _JobOwner(Protocol):
-    """The engine side of a job: RayEngine reuses PoolJob with its own scheduler."""
-
-    def _cancel(self, job: PoolJob) -> None: ...
-
-
-class PoolJob:
+class PoolJob(EngineJob):
     """A job submitted to a ProcessPoolEngine (implements `api.Job`).
 
     `worker_pid` is the process running (or that last ran) the job, for logs and diagnostics.
     """
 
-    def __init__(
-        self,
-        engine: _JobOwner,
-        job_id: str,
-        request: StyleRequest,
-        timeout: float | None,
-    ) -> None:
-        self.id = job_id
-        self.request = request
-        self.timeout = timeout
-        self.worker_pid: int | None = None
-        self.crashes = 0
-        self._engine = engine
-        self._future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self._future.add_done_callback(_mark_retrieved)
-        self._subscribers: list[asyncio.Queue[Progress | None]] = []
-
-    def __repr__(self) -> str:
-        return f"<PoolJob {self.id} done={self.done}>"
-
-    @property
-    def done(self) -> bool:
-        return self._future.done()
-
-    async def progress(self) -> AsyncIterator[Progress]:
-        """Events from now on, until the job ends (at once if it already has).
-
-        A job retried after its worker died starts its steps again from the first.
-        """
-        if self.done:
-            return
-        events: asyncio.Queue[Progress | None] = asyncio.Queue()
-        self._subscribers.append(events)
-        try:
-            while (event := await events.get()) is not None:
-                yield event
-        finally:
-            self._subscribers.remove(events)
-
-    async def result(self) -> Result:
-        """The painted image, or the typed error that ended the job."""
-        return await asyncio.shield(self._future)
-
-    async def cancel(self) -> None:
-        """Drop the job if queued, else ask its worker to stop; `result()` then raises Cancelled.
-
-        A job that has already ended keeps its outcome.
-        """
-        self._engine._cancel(self)
-
-    def _publish(self, event: Progress) -> None:
-        for events in self._subscribers:
-            events.put_nowait(event)
-
-    def _finish(self, result: Result | None = None, error: Exception | None = None) -> None:
-        """Settle the job once (later calls are ignored) and end every progress stream."""
-        if self.done:
-            return
-        if error is not None:
-            self._future.set_exception(error)
-        else:
-            self._future.set_result(result)
-        for events in self._subscribers:
-            events.put_nowait(None)
-
-
-def _mark_retrieved(future: asyncio.Future[Result]) -> None:
-    """Nobody has to await a job's result; don't log its error as never retrieved."""
-    if not future.cancelled():
-        future.exception()
-
 
 @dataclass(eq=False)
-class _Worker:
+class _Worker(Slot[PoolJob]):
     """The parent's handle on one worker process."""
 
     slot: int
-    device: str
     process: BaseProcess
-    pid: int
     commands: queue.SimpleQueue[tuple | None]
     stop: Any  # RawValue('q'): the seq the worker should stop
     exited: asyncio.Future[int | None]
-    ready: bool = False
-    ready_at: float = 0.0  # loop time
-    killed: bool = False  # by the pool; the exit is still to come
     failure: str | None = None
-    job: PoolJob | None = None
-    seq: int = 0
-    timers: list[asyncio.TimerHandle] = field(default_factory=list)
-
-    @property
-    def serving(self) -> bool:
-        """Loaded and not condemned: counts towards the pool's strength."""
-        return self.ready and not self.killed
-
-    def clear_timers(self) -> None:
-        for timer in self.timers:
-            timer.cancel()
-        self.timers.clear()
 
 
-class ProcessPoolEngine:
+class ProcessPoolEngine(Dispatcher[PoolJob, _Worker]):
     """An `Engine` running each job in a worker process that keeps VGG19 loaded.
 
     workers: how many processes; default one per device (`per_device` each). With `devices`
@@ -200,6 +86,11 @@ class ProcessPoolEngine:
     stop_grace: seconds a worker gets to stop a cancelled or timed-out job (and, in close(), to
     exit) before it is killed and replaced.
     """
+
+    _log: ClassVar[logging.Logger] = log
+    _job_class = PoolJob
+    _noun = "worker"
+    _retry_on = "a fresh one"
 
     def __init__(
         self,
@@ -217,72 +108,30 @@ class ProcessPoolEngine:
             raise ValueError("per_device must be at least 1")
         if devices is not None and not devices:
             raise ValueError("devices must name at least one device")
-        if job_timeout is not None and job_timeout <= 0:
-            raise ValueError("job_timeout must be positive or None")
+        super().__init__(job_timeout, preview_interval, stop_grace)
         self._workers_wanted = workers
         self._devices = tuple(devices) if devices is not None else None
-        self._job_timeout = job_timeout
         self._per_device = per_device
-        self._preview_interval = preview_interval
-        self._stop_grace = stop_grace
-
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._plan: list[str] = []  # the device of each worker slot
         self._threads = 1
-        self._workers: list[_Worker] = []
-        self._idle: list[_Worker] = []  # a stack: the most recently idle worker is on top
-        self._queue: collections.deque[PoolJob] = collections.deque()
-        self._seqs = itertools.count(1)
-        self._start_failures: collections.Counter[int] = collections.Counter()
-        self._crash_streaks: collections.Counter[int] = collections.Counter()
         self._lost_slots: set[int] = set()
-        self._last_failure = ""
-        self._ready: asyncio.Event | None = None
-        self._started: asyncio.Future[None] | None = None
-        self._closing = False
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Choose devices and spawn the workers (idempotent; returns before they are ready)."""
-        if self._closing:
-            raise EngineError(SHUTTING_DOWN)
-        if self._started is not None:
-            await asyncio.shield(self._started)
-            return
-        self._loop = asyncio.get_running_loop()
-        self._started = self._loop.create_future()
-        self._ready = asyncio.Event()
-        try:
-            devices = self._devices or await self._loop.run_in_executor(None, _detect_devices)
-            self._plan = plan_workers(devices, self._workers_wanted, self._per_device)
-            self._threads = max(1, _cpu_count() // len(self._plan))
-            log.info(
-                "starting %d worker(s) on %s, %d torch thread(s) each",
-                len(self._plan),
-                ", ".join(self._plan),
-                self._threads,
-            )
-            for slot in range(len(self._plan)):
-                self._spawn(slot)
-        except BaseException as exc:
-            self._started.set_exception(exc)
-            self._started.exception()
-            raise
-        self._started.set_result(None)
-
-    async def wait_ready(self) -> None:
-        """Wait until every worker slot has a worker with the model loaded.
-
-        Raises EngineError if the engine is closed or no worker could start at all.
-        """
-        await self.start()
-        assert self._ready is not None
-        await self._ready.wait()
-        if self._closing:
-            raise EngineError(SHUTTING_DOWN)
-        if (error := self._start_failure()) is not None:
-            raise error
+    async def _start_up(self) -> None:
+        """Choose devices and spawn the workers without waiting for them."""
+        loop = self._loop_()
+        devices = self._devices or await loop.run_in_executor(None, _detect_devices)
+        self._plan = plan_workers(devices, self._workers_wanted, self._per_device)
+        self._threads = max(1, _cpu_count() // len(self._plan))
+        log.info(
+            "starting %d worker(s) on %s, %d torch thread(s) each",
+            len(self._plan),
+            ", ".join(self._plan),
+            self._threads,
+        )
+        for slot in range(len(self._plan)):
+            self._spawn(slot)
 
     async def __aenter__(self) -> ProcessPoolEngine:
         await self.start()
@@ -293,27 +142,14 @@ class ProcessPoolEngine:
             raise
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
     async def close(self) -> None:
         """Fail queued and running jobs (EngineError), stop and join every worker process.
 
         Workers get `stop_grace` seconds to stop and exit, then SIGTERM, then SIGKILL.
         Idempotent; the engine cannot be restarted.
         """
-        self._closing = True
-        error = EngineError(SHUTTING_DOWN)
-        while self._queue:
-            self._queue.popleft()._finish(error=error)
-        if self._ready is not None:
-            self._ready.set()
-        workers = list(self._workers)
+        error = self._begin_close()
+        workers = list(self._slots)
         for w in workers:
             if w.job is not None:
                 w.job._finish(error=error)
@@ -337,44 +173,6 @@ class ProcessPoolEngine:
 
     # -- the Engine protocol -----------------------------------------------------------------
 
-    async def submit(self, request: StyleRequest, *, timeout: float | None = None) -> PoolJob:
-        """Queue a job; it runs on the next idle worker. Starts the engine if needed.
-
-        timeout: seconds this job may run, instead of the engine's job_timeout (e.g. longer for
-        high quality).
-        """
-        if timeout is not None and timeout <= 0:
-            raise ValueError("timeout must be positive")
-        await self.start()
-        if self._closing:
-            raise EngineError(SHUTTING_DOWN)
-        if (error := self._start_failure()) is not None:
-            raise error
-        job = PoolJob(self, secrets.token_urlsafe(6), request, timeout or self._job_timeout)
-        self._queue.append(job)
-        log.info(
-            "job %s queued (%s, size %d, %s, %d ahead)",
-            job.id,
-            "+".join(s.describe() for s in request.styles),
-            request.size,
-            request.quality,
-            len(self._queue) - 1,
-        )
-        self._dispatch()
-        return job
-
-    def stats(self) -> EngineStats:
-        """Workers ready, workers busy (including ones stopping a cancelled job), jobs queued,
-        on this one machine, and the devices of the ready workers."""
-        serving = [w for w in self._workers if w.serving]
-        return EngineStats(
-            painters=len(serving),
-            busy=sum(w.job is not None for w in self._workers),
-            queued=len(self._queue),
-            nodes=1,
-            devices=tuple(sorted({w.device for w in serving})),
-        )
-
     def describe(self) -> str:
         """One line for logs and the bot's `about`: what paints, and where."""
         stats = self.stats()
@@ -383,58 +181,33 @@ class ProcessPoolEngine:
 
     def pids(self) -> list[int]:
         """The process ids of the live workers, ready or not (for diagnostics)."""
-        return [w.pid for w in self._workers]
+        return [w.pid for w in self._slots]
 
-    # -- scheduling --------------------------------------------------------------------------
+    # -- the Dispatcher's hooks --------------------------------------------------------------
 
-    def _dispatch(self) -> None:
-        while self._queue and self._idle and not self._closing:
-            job = self._queue.popleft()
-            w = self._idle.pop()
-            w.job = job
-            w.seq = next(self._seqs)
-            job.worker_pid = w.pid
-            w.commands.put(("job", w.seq, job.request))
-            log.info("job %s started on worker pid %s (%s)", job.id, w.pid, w.device)
-            if job.timeout is not None:
-                w.timers.append(self._loop_().call_later(job.timeout, self._on_timeout, w, w.seq))
+    def _start_on(self, w: _Worker, job: PoolJob) -> None:
+        w.commands.put(("job", w.seq, job.request))
 
-    def _cancel(self, job: PoolJob) -> None:
-        if job.done:
-            return
-        job._finish(error=Cancelled())
-        if job in self._queue:
-            self._queue.remove(job)
-            log.info("job %s cancelled while queued", job.id)
-            return
-        for w in self._workers:
-            if w.job is job:
-                log.info("job %s cancelled; stopping worker pid %s", job.id, w.pid)
-                self._stop_job(w)
-
-    def _on_timeout(self, w: _Worker, seq: int) -> None:
-        if w.seq != seq or w.job is None or w.job.done:
-            return
-        log.warning("job %s timed out after %g s on worker pid %s", w.job.id, w.job.timeout, w.pid)
-        w.job._finish(
-            error=JobTimeout(
-                f"The job took longer than {w.job.timeout:g} s and was stopped; "
-                "try a smaller size or a lower quality."
-            )
-        )
-        self._stop_job(w)
-
-    def _stop_job(self, w: _Worker) -> None:
-        """Ask the worker to stop its job; kill it if it is still on it after the grace period."""
+    def _signal_stop(self, w: _Worker) -> None:
         w.stop.value = w.seq
-        w.timers.append(self._loop_().call_later(self._stop_grace, self._kill_if_stuck, w, w.seq))
 
-    def _kill_if_stuck(self, w: _Worker, seq: int) -> None:
-        if w.seq == seq and w.job is not None and w.process.is_alive():
-            log.warning("worker pid %s did not stop job %s; killing it", w.pid, w.job.id)
-            w.killed = True
-            w.process.kill()
-            self._update_ready()
+    def _still_running(self, w: _Worker) -> bool:
+        return w.process.is_alive()
+
+    def _kill_painter(self, w: _Worker) -> None:
+        w.process.kill()
+
+    def _wanted(self) -> int:
+        return len(self._plan) - len(self._lost_slots)
+
+    def _nodes(self, serving: list[_Worker]) -> int:
+        return 1
+
+    def _start_failure(self) -> EngineError | None:
+        """The error for every job once all worker slots are given up; None while any is left."""
+        if len(self._lost_slots) < len(self._plan):
+            return None
+        return EngineError(f"The painter could not start: {self._last_failure}")
 
     # -- worker processes --------------------------------------------------------------------
 
@@ -467,9 +240,15 @@ class ProcessPoolEngine:
         events_out.close()
         assert process.pid is not None
         w = _Worker(
-            slot, device, process, process.pid, queue.SimpleQueue(), stop, loop.create_future()
+            slot,
+            process,
+            queue.SimpleQueue(),
+            stop,
+            loop.create_future(),
+            pid=process.pid,
+            device=device,
         )
-        self._workers.append(w)
+        self._slots.append(w)
         log.info("worker pid %s spawned for %s (slot %d)", w.pid, device, slot)
         threading.Thread(
             target=_send_commands,
@@ -535,19 +314,13 @@ class ProcessPoolEngine:
         else:
             log.error("unknown message %r from worker pid %s", kind, w.pid)
 
-    def _make_idle(self, w: _Worker) -> None:
-        if self._closing:
-            return
-        self._idle.append(w)
-        self._dispatch()
-
     def _on_exit(self, w: _Worker) -> None:
         w.process.join()  # already over (its sentinel fired); this reaps it
         code = w.process.exitcode
         w.process.close()  # its sentinel fd
         w.commands.put(None)  # ends the writer thread, which closes the command pipe
         w.clear_timers()
-        self._workers.remove(w)
+        self._slots.remove(w)
         if w in self._idle:
             self._idle.remove(w)
         w.exited.set_result(code)
@@ -555,14 +328,7 @@ class ProcessPoolEngine:
         if self._closing:
             return
         log.warning("worker pid %s (slot %d) exited with code %s", w.pid, w.slot, code)
-        if job is not None and not job.done:
-            if job.crashes == 0:
-                job.crashes = 1
-                log.warning("job %s lost its worker; retrying it on a fresh one", job.id)
-                self._queue.appendleft(job)
-            else:
-                log.error("job %s lost its worker twice; giving up", job.id)
-                job._finish(error=EngineError(CRASHED_TWICE))
+        self._retry_or_give_up(job)
         if w.ready:
             self._respawn_after_crash(w)
         else:
@@ -572,24 +338,19 @@ class ProcessPoolEngine:
 
     def _respawn_after_crash(self, w: _Worker) -> None:
         """Replace a worker that died after it was ready: at once, or later in a crash loop."""
-        if self._loop_().time() - w.ready_at < CRASH_STREAK_WINDOW:
-            self._crash_streaks[w.slot] += 1
-        else:
-            self._crash_streaks[w.slot] = 1
-        streak = self._crash_streaks[w.slot]
+        streak, delay = self._crash_delay(w.slot, w.ready_at)
         if streak == 1:
             self._spawn(w.slot)
             return
-        delay = min(MAX_CRASH_BACKOFF, CRASH_BACKOFF * 2.0 ** (streak - 2))
         log.warning(
             "worker slot %d crashed %d times in a row; respawning in %g s", w.slot, streak, delay
         )
         self._loop_().call_later(delay, self._spawn, w.slot)
 
     def _respawn_after_start_failure(self, w: _Worker, code: int | None) -> None:
-        self._last_failure = w.failure or f"the worker process exited with code {code}"
-        self._start_failures[w.slot] += 1
-        failures = self._start_failures[w.slot]
+        failures = self._count_start_failure(
+            w.slot, w.failure or f"the worker process exited with code {code}"
+        )
         if failures < MAX_START_FAILURES:
             delay = 2.0 ** (failures - 1)
             log.warning("worker slot %d failed to start; retrying in %g s", w.slot, delay)
@@ -597,33 +358,13 @@ class ProcessPoolEngine:
             return
         log.error("worker slot %d failed to start %d times; giving it up", w.slot, failures)
         self._lost_slots.add(w.slot)
-        if (error := self._start_failure()) is not None:
-            while self._queue:
-                self._queue.popleft()._finish(error=error)
-
-    def _start_failure(self) -> EngineError | None:
-        """The error for every job once all worker slots are given up; None while any is left."""
-        if len(self._lost_slots) < len(self._plan):
-            return None
-        return EngineError(f"The painter could not start: {self._last_failure}")
-
-    def _update_ready(self) -> None:
-        assert self._ready is not None
-        wanted = len(self._plan) - len(self._lost_slots)
-        if self._closing or sum(w.serving for w in self._workers) >= wanted:
-            self._ready.set()
-        else:
-            self._ready.clear()
+        self._fail_queue_if_hopeless()
 
     async def _wait_exit(self, workers: list[_Worker], timeout: float | None) -> list[_Worker]:
         """Wait up to `timeout` for the workers to exit; return those still running."""
         if workers:
             await asyncio.wait([w.exited for w in workers], timeout=timeout)
         return [w for w in workers if not w.exited.done()]
-
-    def _loop_(self) -> asyncio.AbstractEventLoop:
-        assert self._loop is not None, "start() the engine first"
-        return self._loop
 
 
 def plan_workers(devices: Sequence[str], workers: int | None, per_device: int) -> list[str]:
@@ -641,16 +382,6 @@ def _send_commands(conn: Connection, commands: queue.SimpleQueue[tuple | None]) 
         pass  # the worker died; its reader thread reports that
     finally:
         conn.close()
-
-
-@contextlib.contextmanager
-def without_secrets() -> Iterator[None]:
-    """Hide SECRET_ENV from the processes started meanwhile."""
-    saved = {name: os.environ.pop(name) for name in SECRET_ENV if name in os.environ}
-    try:
-        yield
-    finally:
-        os.environ.update(saved)
 
 
 def _detect_devices() -> list[str]:

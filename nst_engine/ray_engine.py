@@ -30,49 +30,33 @@ but never torch: torch is imported inside the painters only.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import itertools
 import logging
 import os
 import queue
-import secrets
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import ray
 from ray.exceptions import RayError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from . import worker as worker_side
-from .api import Cancelled, EngineError, EngineStats, JobTimeout, StyleRequest
-from .pool import (
-    CRASH_BACKOFF,
-    CRASH_STREAK_WINDOW,
-    CRASHED_TWICE,
-    MAX_CRASH_BACKOFF,
-    MAX_START_FAILURES,
-    SHUTTING_DOWN,
-    PoolJob,
-    without_secrets,
-)
+from .api import EngineError, StyleRequest
+from .dispatch import MAX_START_FAILURES, Dispatcher, EngineJob, Slot, without_secrets
 
 log = logging.getLogger(__name__)
 
 
-class RayJob(PoolJob):
+class RayJob(EngineJob):
     """A job submitted to a RayEngine (implements `api.Job`).
 
     `worker_pid` is the pid of the painter running (or that last ran) it, `node_id` its node.
     """
 
     node_id: str | None = None
-
-    def __repr__(self) -> str:
-        return f"<RayJob {self.id} done={self.done}>"
 
 
 class Painter:
@@ -158,39 +142,31 @@ def painter_spec(resources: dict[str, float], per_node: int, use_gpus: bool) -> 
 
 
 @dataclass(eq=False)
-class _Painter:
+class _Painter(Slot[RayJob]):
     """The engine's handle on one painter actor."""
 
     actor: Any
     node_id: str
-    pid: int = 0
-    device: str = ""
-    ready: bool = False
-    ready_at: float = 0.0  # loop time
-    killed: bool = False  # by the engine; its loss is still to come
-    job: RayJob | None = None
-    seq: int = 0
     task: asyncio.Task[None] | None = None
-    timers: list[asyncio.TimerHandle] = field(default_factory=list)
-
-    @property
-    def serving(self) -> bool:
-        return self.ready and not self.killed
-
-    def clear_timers(self) -> None:
-        for timer in self.timers:
-            timer.cancel()
-        self.timers.clear()
 
 
-class RayEngine:
+class RayEngine(Dispatcher[RayJob, _Painter]):
     """An `Engine` whose painters are Ray actors spread over a cluster's nodes.
 
     address: the cluster ("host:6379", "auto", "ray://host:10001"); None starts a local one
     with `num_cpus` CPUs (default: all). painters_per_node: painters per GPU, or per CPU-only
     node when the cluster has no GPU. job_timeout, preview_interval, stop_grace: as for
     ProcessPoolEngine. poll_interval: seconds between looks at the cluster's nodes.
+
+    `wait_ready()` returns at once if the cluster has no room yet (jobs then wait for a node to
+    join); a painter that Ray cannot place because other work holds its node's resources keeps
+    it waiting.
     """
+
+    _log: ClassVar[logging.Logger] = log
+    _job_class = RayJob
+    _noun = "painter"
+    _retry_on = "another"
 
     def __init__(
         self,
@@ -205,72 +181,28 @@ class RayEngine:
     ) -> None:
         if painters_per_node < 1:
             raise ValueError("painters_per_node must be at least 1")
-        if job_timeout is not None and job_timeout <= 0:
-            raise ValueError("job_timeout must be positive or None")
+        super().__init__(job_timeout, preview_interval, stop_grace)
         self._address = address
         self._per_node = painters_per_node
-        self._job_timeout = job_timeout
-        self._preview_interval = preview_interval
-        self._stop_grace = stop_grace
         self._poll_interval = poll_interval
         self._num_cpus = num_cpus
 
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._owns_connection = False
         self._gcs_address = ""
-        self._painters: list[_Painter] = []
-        self._idle: list[_Painter] = []  # a stack: the most recently idle painter is on top
-        self._queue: collections.deque[RayJob] = collections.deque()
-        self._seqs = itertools.count(1)
-        self._wanted: dict[str, int] = {}  # painters per alive node, from the last poll
-        self._start_failures: collections.Counter[str] = collections.Counter()
-        self._crash_streaks: collections.Counter[str] = collections.Counter()
+        self._per_node_wanted: dict[str, int] = {}  # painters per alive node, from the last poll
         self._not_before: dict[str, float] = {}  # node → loop time of its next painter
-        self._last_failure = ""
-        self._ready: asyncio.Event | None = None
         self._wake: asyncio.Event | None = None
         self._watcher: asyncio.Task[None] | None = None
-        self._started: asyncio.Future[None] | None = None
-        self._closing = False
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Connect (or start a local cluster) and create the painters (idempotent)."""
-        if self._closing:
-            raise EngineError(SHUTTING_DOWN)
-        if self._started is not None:
-            await asyncio.shield(self._started)
-            return
-        self._loop = asyncio.get_running_loop()
-        self._started = self._loop.create_future()
-        self._ready = asyncio.Event()
+    async def _start_up(self) -> None:
+        """Connect (or start a local cluster), create the painters and start watching nodes."""
+        loop = self._loop_()
         self._wake = asyncio.Event()
-        try:
-            await self._loop.run_in_executor(None, self._connect)
-            await self._poll()
-        except BaseException as exc:
-            self._started.set_exception(exc)
-            self._started.exception()
-            raise
-        self._watcher = self._loop.create_task(self._watch())
-        self._started.set_result(None)
-
-    async def wait_ready(self) -> None:
-        """Wait until every painter the cluster has room for has loaded the model.
-
-        Returns at once if the cluster has no room yet (jobs then wait for a node to join); a
-        painter that Ray cannot place because other work holds its node's resources keeps it
-        waiting.
-        Raises EngineError if the engine is closed or no painter could start on any node.
-        """
-        await self.start()
-        assert self._ready is not None
-        await self._ready.wait()
-        if self._closing:
-            raise EngineError(SHUTTING_DOWN)
-        if (error := self._start_failure()) is not None:
-            raise error
+        await loop.run_in_executor(None, self._connect)
+        await self._poll()
+        self._watcher = loop.create_task(self._watch())
 
     async def __aenter__(self) -> RayEngine:
         try:
@@ -280,14 +212,6 @@ class RayEngine:
             raise
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
     async def close(self) -> None:
         """Fail queued and running jobs (EngineError), kill the painters, disconnect.
 
@@ -295,14 +219,9 @@ class RayEngine:
         """
         if self._closing:
             return
-        self._closing = True
-        error = EngineError(SHUTTING_DOWN)
-        while self._queue:
-            self._queue.popleft()._finish(error=error)
-        if self._ready is not None:
-            self._ready.set()
-        tasks = [t for t in (self._watcher, *(p.task for p in self._painters)) if t is not None]
-        for p in self._painters:
+        error = self._begin_close()
+        tasks = [t for t in (self._watcher, *(p.task for p in self._slots)) if t is not None]
+        for p in self._slots:
             if p.job is not None:
                 p.job._finish(error=error)
             p.clear_timers()
@@ -310,7 +229,7 @@ class RayEngine:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._painters.clear()
+        self._slots.clear()
         self._idle.clear()
         if self._owns_connection:
             assert self._loop is not None
@@ -318,42 +237,6 @@ class RayEngine:
         log.info("closed")
 
     # -- the Engine protocol -----------------------------------------------------------------
-
-    async def submit(self, request: StyleRequest, *, timeout: float | None = None) -> RayJob:
-        """Queue a job; it runs on the next idle painter. Starts the engine if needed.
-
-        timeout: seconds this job may run, instead of the engine's job_timeout.
-        """
-        if timeout is not None and timeout <= 0:
-            raise ValueError("timeout must be positive")
-        await self.start()
-        if self._closing:
-            raise EngineError(SHUTTING_DOWN)
-        if (error := self._start_failure()) is not None:
-            raise error
-        job = RayJob(self, secrets.token_urlsafe(6), request, timeout or self._job_timeout)
-        self._queue.append(job)
-        log.info(
-            "job %s queued (%s, size %d, %s, %d ahead)",
-            job.id,
-            "+".join(s.describe() for s in request.styles),
-            request.size,
-            request.quality,
-            len(self._queue) - 1,
-        )
-        self._dispatch()
-        return job
-
-    def stats(self) -> EngineStats:
-        """Painters ready, painters busy, jobs queued, nodes with a ready painter, devices."""
-        serving = [p for p in self._painters if p.serving]
-        return EngineStats(
-            painters=len(serving),
-            busy=sum(p.job is not None for p in self._painters),
-            queued=len(self._queue),
-            nodes=len({p.node_id for p in serving}),
-            devices=tuple(sorted({p.device for p in serving})),
-        )
 
     def describe(self) -> str:
         """One line for logs and the bot's `about`: where the cluster is and what paints."""
@@ -366,11 +249,11 @@ class RayEngine:
 
     def pids(self) -> list[int]:
         """The process ids of the ready painters (for diagnostics and tests)."""
-        return [p.pid for p in self._painters if p.ready]
+        return [p.pid for p in self._slots if p.ready]
 
     def placements(self) -> dict[str, str]:
         """Each running job's id → the node id of its painter."""
-        return {p.job.id: p.node_id for p in self._painters if p.job is not None}
+        return {p.job.id: p.node_id for p in self._slots if p.job is not None}
 
     # -- the cluster ---------------------------------------------------------------------------
 
@@ -413,19 +296,19 @@ class RayEngine:
         loop = self._loop_()
         nodes = await loop.run_in_executor(None, ray.nodes)
         alive = {n["NodeID"]: n.get("Resources", {}) for n in nodes if n.get("Alive")}
-        for p in list(self._painters):
+        for p in list(self._slots):
             if p.node_id not in alive:
                 self._lose(p, "its machine left the cluster")
         use_gpus = any(r.get("GPU", 0) >= 1 for r in alive.values())
-        self._wanted = {}
+        self._per_node_wanted = {}
         for node_id, resources in alive.items():
             spec = painter_spec(resources, self._per_node, use_gpus)
             if spec is None or self._start_failures[node_id] >= MAX_START_FAILURES:
                 continue
-            self._wanted[node_id] = spec.count
+            self._per_node_wanted[node_id] = spec.count
             if loop.time() < self._not_before.get(node_id, 0.0):
                 continue
-            have = sum(p.node_id == node_id for p in self._painters)
+            have = sum(p.node_id == node_id for p in self._slots)
             for _ in range(spec.count - have):
                 self._create(node_id, spec)
         self._update_ready()
@@ -444,7 +327,7 @@ class RayEngine:
             logging.getLogger("nst_engine").getEffectiveLevel(),
         )
         p = _Painter(actor, node_id)
-        self._painters.append(p)
+        self._slots.append(p)
         p.task = self._loop_().create_task(self._bring_up(p))
         log.info("painter created on node %s (%d thread(s))", node_id[:8], spec.threads)
 
@@ -453,12 +336,11 @@ class RayEngine:
         try:
             p.pid, p.device = await p.actor.info.remote()
         except RayError as exc:
-            self._last_failure = _first_line(exc)
-            self._start_failures[p.node_id] += 1
+            failures = self._count_start_failure(p.node_id, _first_line(exc))
             log.warning(
                 "painter on node %s failed to start (%d): %s",
                 p.node_id[:8],
-                self._start_failures[p.node_id],
+                failures,
                 self._last_failure,
             )
             self._lose(p, "it failed to start")
@@ -472,9 +354,9 @@ class RayEngine:
 
     def _lose(self, p: _Painter, why: str) -> None:
         """Forget a painter that died, left or was killed; retry its job once; replace it soon."""
-        if p not in self._painters:
+        if p not in self._slots:
             return
-        self._painters.remove(p)
+        self._slots.remove(p)
         if p in self._idle:
             self._idle.remove(p)
         p.clear_timers()
@@ -486,14 +368,7 @@ class RayEngine:
         if p.ready:
             log.warning("painter pid %s on node %s lost: %s", p.pid, p.node_id[:8], why)
         job, p.job = p.job, None
-        if job is not None and not job.done:
-            if job.crashes == 0:
-                job.crashes = 1
-                log.warning("job %s lost its painter; retrying it on another", job.id)
-                self._queue.appendleft(job)
-            else:
-                log.error("job %s lost its painter twice; giving up", job.id)
-                job._finish(error=EngineError(CRASHED_TWICE))
+        self._retry_or_give_up(job)
         if p.ready and not p.killed:
             self._back_off(p)
         self._update_ready()
@@ -504,59 +379,40 @@ class RayEngine:
 
     def _back_off(self, p: _Painter) -> None:
         """A node that keeps losing painters soon after they start waits longer each time."""
-        loop = self._loop_()
-        if loop.time() - p.ready_at < CRASH_STREAK_WINDOW:
-            self._crash_streaks[p.node_id] += 1
-        else:
-            self._crash_streaks[p.node_id] = 1
-        streak = self._crash_streaks[p.node_id]
+        streak, delay = self._crash_delay(p.node_id, p.ready_at)
         if streak > 1:
-            delay = min(MAX_CRASH_BACKOFF, CRASH_BACKOFF * 2.0 ** (streak - 2))
             log.warning(
                 "node %s lost %d painters in a row; next in %g s", p.node_id[:8], streak, delay
             )
-            self._not_before[p.node_id] = loop.time() + delay
+            self._not_before[p.node_id] = self._loop_().time() + delay
 
     def _start_failure(self) -> EngineError | None:
         """The error for every job once no node can start a painter; None while one might."""
         given_up = [n for n, count in self._start_failures.items() if count >= MAX_START_FAILURES]
-        if self._painters or self._wanted or not given_up:
+        if self._slots or self._per_node_wanted or not given_up:
             return None
         return EngineError(f"The painter could not start: {self._last_failure}")
 
-    def _fail_queue_if_hopeless(self) -> None:
-        if (error := self._start_failure()) is not None:
-            while self._queue:
-                self._queue.popleft()._finish(error=error)
+    def _wanted(self) -> int:
+        return sum(self._per_node_wanted.values())
 
-    def _update_ready(self) -> None:
-        assert self._ready is not None
-        serving = sum(p.serving for p in self._painters)
-        if self._closing or serving >= sum(self._wanted.values()):
-            self._ready.set()
-        else:
-            self._ready.clear()
+    def _nodes(self, serving: list[_Painter]) -> int:
+        return len({p.node_id for p in serving})
 
-    # -- scheduling --------------------------------------------------------------------------
+    # -- the Dispatcher's hooks --------------------------------------------------------------
 
-    def _make_idle(self, p: _Painter) -> None:
-        if self._closing or p not in self._painters:
-            return
-        self._idle.append(p)
-        self._dispatch()
+    def _start_on(self, p: _Painter, job: RayJob) -> None:
+        job.node_id = p.node_id
+        p.task = self._loop_().create_task(self._paint(p, job, p.seq))
 
-    def _dispatch(self) -> None:
-        while self._queue and self._idle and not self._closing:
-            job = self._queue.popleft()
-            p = self._idle.pop()
-            p.job = job
-            p.seq = next(self._seqs)
-            job.worker_pid = p.pid
-            job.node_id = p.node_id
-            p.task = self._loop_().create_task(self._paint(p, job, p.seq))
-            log.info("job %s started on painter pid %s (%s)", job.id, p.pid, p.device)
-            if job.timeout is not None:
-                p.timers.append(self._loop_().call_later(job.timeout, self._on_timeout, p, p.seq))
+    def _signal_stop(self, p: _Painter) -> None:
+        p.actor.stop.remote(p.seq)
+
+    def _still_running(self, p: _Painter) -> bool:
+        return p in self._slots
+
+    def _kill_painter(self, p: _Painter) -> None:
+        _kill(p.actor)
 
     async def _paint(self, p: _Painter, job: RayJob, seq: int) -> None:
         """Stream one job attempt's messages from its painter into the job."""
@@ -580,47 +436,6 @@ class RayEngine:
         p.job = None
         p.clear_timers()
         self._make_idle(p)
-
-    def _cancel(self, job: PoolJob) -> None:
-        if job.done:
-            return
-        job._finish(error=Cancelled())
-        if job in self._queue:
-            self._queue.remove(job)  # type: ignore[arg-type]
-            log.info("job %s cancelled while queued", job.id)
-            return
-        for p in self._painters:
-            if p.job is job:
-                log.info("job %s cancelled; stopping painter pid %s", job.id, p.pid)
-                self._stop_job(p)
-
-    def _on_timeout(self, p: _Painter, seq: int) -> None:
-        if p.seq != seq or p.job is None or p.job.done:
-            return
-        log.warning("job %s timed out after %g s on painter pid %s", p.job.id, p.job.timeout, p.pid)
-        p.job._finish(
-            error=JobTimeout(
-                f"The job took longer than {p.job.timeout:g} s and was stopped; "
-                "try a smaller size or a lower quality."
-            )
-        )
-        self._stop_job(p)
-
-    def _stop_job(self, p: _Painter) -> None:
-        """Ask the painter to stop its job; kill it if it is still on it after the grace period."""
-        p.actor.stop.remote(p.seq)
-        p.timers.append(self._loop_().call_later(self._stop_grace, self._kill_if_stuck, p, p.seq))
-
-    def _kill_if_stuck(self, p: _Painter, seq: int) -> None:
-        if p.seq == seq and p.job is not None and p in self._painters:
-            log.warning("painter pid %s did not stop job %s; killing it", p.pid, p.job.id)
-            p.killed = True
-            _kill(p.actor)
-            self._update_ready()
-
-    def _loop_(self) -> asyncio.AbstractEventLoop:
-        assert self._loop is not None, "start() the engine first"
-        return self._loop
 
 
 def _kill(actor: Any) -> None:
