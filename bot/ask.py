@@ -10,7 +10,6 @@ interaction). `Studio.take(ask)` does the rest, the same way for all of them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -145,9 +144,6 @@ class Ask:
     source_id: int | None = None  # the user's message, which results reply to
     inputs_on_result: bool = False  # no message holds the inputs: carry them on the result
     start: AttachmentLike | None = None  # Bigger: the earlier result the painting starts from
-
-
-Resolve = Callable[[Options], Options]
 
 
 def _checked(
