@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from nst_engine import images
 from nst_engine.api import Cancelled, InputError, Progress, Result, StyleRequest, StyleSource
@@ -17,17 +15,11 @@ SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 STARRY = StyleSource(name="starry-night")
 
 
-def _png(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, "PNG")
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
 def photos() -> tuple[bytes, bytes]:
     """chelsea.png at 96 px, and a tall crop of it (another aspect, so another schedule)."""
     img = images.fit_long_side(images.decode((SAMPLES / "chelsea.png").read_bytes()), 96)
-    return _png(img), _png(img.crop((0, 0, 40, 64)))
+    return images.encode(img, "PNG"), images.encode(img.crop((0, 0, 40, 64)))
 
 
 def _pixels(result: Result) -> np.ndarray:
