@@ -30,21 +30,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nst_engine.api import StyleRequest, StyleSource  # noqa: E402
+from bench.pool_throughput import make_request  # noqa: E402  (the same jobs for every engine)
+from nst_engine.api import StyleRequest  # noqa: E402
 
-SAMPLE = ROOT / "samples" / "chelsea.png"
 KINDS = ("pool", "ray-1", "ray-2")
 RESULT = "RESULT "  # marks the child's answer among whatever Ray prints
-
-
-def make_request(size: int, iterations: int) -> StyleRequest:
-    return StyleRequest(
-        content=SAMPLE.read_bytes(),
-        styles=(StyleSource(name="starry-night"),),
-        size=size,
-        quality="draft",
-        iterations=iterations,
-    )
 
 
 def peak_rss_mib(pid: int | str = "self") -> float:
