@@ -28,11 +28,49 @@ STYLE_SCALE = 10.0
 TV_WEIGHT = 0.0
 
 
+def _positions(features: torch.Tensor) -> torch.Tensor:
+    """N×C×H×W → N×(H·W)×C, at least fp32: a view (no copy) of channels_last fp32 features."""
+    n, c, h, w = features.shape
+    dtype = torch.promote_types(features.dtype, torch.float32)
+    return features.permute(0, 2, 3, 1).reshape(n, h * w, c).to(dtype)
+
+
 def gram(features: torch.Tensor) -> torch.Tensor:
     """N×C×H×W → N×C×C Gram matrix averaged over positions, in fp32."""
-    n, c, h, w = features.shape
-    f = features.float().reshape(n, c, h * w)
-    return torch.bmm(f, f.transpose(1, 2)) / (h * w)
+    f = _positions(features)
+    return torch.bmm(f.transpose(1, 2), f) / f.shape[1]
+
+
+class _GramLoss(torch.autograd.Function):
+    """w·‖G − T‖² per image, with G = gram(features), and its gradient in one matrix product.
+
+    Autograd through `gram` would run two products for the gradient of FᵀF, add them, and hand
+    the convolutions a gradient in the other memory layout; here dL/dF = F·2w(D + Dᵀ)/n with
+    D = G − T, computed in the features' own N×H×W×C layout. `target` and `weight` are
+    constants (no gradient).
+    """
+
+    @staticmethod
+    def forward(ctx, features: torch.Tensor, target: torch.Tensor, weight: torch.Tensor):
+        f = _positions(features)
+        diff = torch.bmm(f.transpose(1, 2), f).div_(f.shape[1]).sub_(target)
+        ctx.save_for_backward(f, diff, weight)
+        ctx.layout = (features.shape, features.dtype)
+        return weight * diff.square().sum((1, 2))
+
+    @staticmethod
+    def backward(ctx, grad_loss: torch.Tensor):
+        f, diff, weight = ctx.saved_tensors
+        (n, c, h, w), dtype = ctx.layout
+        scale = (2.0 / f.shape[1]) * weight * grad_loss
+        grad = torch.bmm(f, (diff + diff.transpose(1, 2)) * scale.view(-1, 1, 1))
+        return grad.view(n, h, w, c).permute(0, 3, 1, 2).to(dtype), None, None
+
+
+def gram_loss(features: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """`weight · ‖gram(features) − target‖²` per image of the batch (N), differentiable in
+    `features` only."""
+    return _GramLoss.apply(features, target, weight)
 
 
 @dataclass(frozen=True)
@@ -154,8 +192,9 @@ def objective_batch(
     content_loss = targets.content_weight * (content - targets.content).square().flatten(1).mean(1)
     style_loss = torch.zeros_like(content_loss)
     for layer in STYLE_LAYERS:
-        diff = gram(features[layer]) - targets.style[layer]
-        style_loss = style_loss + targets.style_weight[layer] * diff.square().sum((1, 2))
+        style_loss = style_loss + gram_loss(
+            features[layer], targets.style[layer], targets.style_weight[layer]
+        )
     parts = {"content": content_loss, "style": style_loss}
     total = content_loss + style_loss
     if bool((targets.tv_weight > 0).any()):
