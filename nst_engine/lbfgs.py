@@ -7,9 +7,14 @@ pairs and moves along it (the first step of a job is scaled to unit L1 gradient,
 pair is kept only if its curvature yᵀs exceeds 1e-10, so jobs' histories can differ in length;
 the recursion masks the missing pairs, and one job's pairs never touch another's direction.
 
+Optional box bounds keep every coordinate inside [low, high]: each move is clipped to the box
+(projected L-BFGS), and the curvature pair records the move actually taken, so the history
+never learns from a step that the box cut short.
+
 Differences from torch's optimiser: the two-loop runs over all jobs at once (batched dot
 products and updates), the history is a fixed ring buffer instead of Python lists, and jobs can
-leave the batch (`keep`). With one job it follows torch.optim.LBFGS to float rounding.
+leave the batch (`keep`). With one job and no bounds it follows torch.optim.LBFGS to float
+rounding, except that a step refused for not descending is remembered as no move at all.
 """
 
 from __future__ import annotations
@@ -36,8 +41,7 @@ class BatchedLBFGS:
         self.steps_: torch.Tensor = torch.zeros(batch, 2, history, dim, **kw)  # s, y pairs
         self.rho = torch.zeros(batch, history, **kw)
         self.h_diag = torch.ones(batch, **kw)
-        self.t = torch.zeros(batch, **kw)
-        self.d: torch.Tensor | None = None
+        self.s: torch.Tensor | None = None  # each job's last move, as taken
         self.prev_grad: torch.Tensor | None = None
         # Python-side bookkeeping per job: ring head (next slot), pairs held, steps taken.
         self.head = [0] * batch
@@ -54,9 +58,8 @@ class BatchedLBFGS:
         self.steps_ = self.steps_.index_select(0, index)
         self.rho = self.rho.index_select(0, index)
         self.h_diag = self.h_diag.index_select(0, index)
-        self.t = self.t.index_select(0, index)
-        if self.d is not None and self.prev_grad is not None:
-            self.d = self.d.index_select(0, index)
+        if self.s is not None and self.prev_grad is not None:
+            self.s = self.s.index_select(0, index)
             self.prev_grad = self.prev_grad.index_select(0, index)
         self.head = [self.head[r] for r in rows]
         self.count = [self.count[r] for r in rows]
@@ -80,9 +83,9 @@ class BatchedLBFGS:
 
     def _remember(self, grad: torch.Tensor, live: list[bool]) -> None:
         """Store each job's newest curvature pair (s from the last move, y from the gradients)."""
-        assert self.d is not None and self.prev_grad is not None
+        assert self.s is not None and self.prev_grad is not None
         y = grad - self.prev_grad
-        s = self.d * self.t.unsqueeze(1)
+        s = self.s
         ys = _dot(y, s)
         yy = _dot(y, y)
         accepted = (ys > CURVATURE_EPS).tolist()
@@ -117,13 +120,22 @@ class BatchedLBFGS:
         return r
 
     @torch.no_grad()
-    def step(self, x: torch.Tensor, grad: torch.Tensor) -> None:
-        """Move each row of `x` (N×D, updated in place) given the gradient at `x`."""
+    def step(
+        self,
+        x: torch.Tensor,
+        grad: torch.Tensor,
+        low: torch.Tensor | None = None,
+        high: torch.Tensor | None = None,
+    ) -> None:
+        """Move each row of `x` (N×D, updated in place) given the gradient at `x`.
+
+        With `low` and `high` (broadcastable to `x`), the moved point is clipped into that box.
+        """
         grad = grad.detach().float()
         # A zero gradient is a minimum: torch's optimiser returns without touching its state.
         live = (grad.abs().amax(1) > 0).tolist()
-        if self.d is None or self.prev_grad is None:
-            self.d = torch.zeros_like(grad)
+        if self.s is None or self.prev_grad is None:
+            self.s = torch.zeros_like(grad)
             self.prev_grad = torch.zeros_like(grad)
         else:
             self._remember(grad, live)
@@ -134,16 +146,19 @@ class BatchedLBFGS:
         t = torch.where(first, first_t, torch.full_like(first_t, self.lr))
         # Not a descent direction: torch's optimiser keeps the point (and still its state).
         descent = (_dot(grad, direction) <= 0).tolist()
-        if all(live):
-            self.t, self.d, self.prev_grad = t, direction, grad
-        else:
-            rows = torch.tensor(live, device=grad.device)
-            self.t = torch.where(rows, t, self.t)
-            self.d = torch.where(rows.unsqueeze(1), direction, self.d)
-            self.prev_grad = torch.where(rows.unsqueeze(1), grad, self.prev_grad)
         move = torch.tensor(
             [lv and dc for lv, dc in zip(live, descent, strict=True)],
             dtype=x.dtype, device=x.device,
         )  # fmt: skip
-        x.addcmul_(self.d, (self.t * move).unsqueeze(1))
+        before = x.clone()
+        x.addcmul_(direction, (t * move).unsqueeze(1))
+        if low is not None or high is not None:
+            x.clamp_(low, high)
+        moved = x - before
+        if all(live):
+            self.s, self.prev_grad = moved, grad
+        else:
+            rows = torch.tensor(live, device=grad.device).unsqueeze(1)
+            self.s = torch.where(rows, moved, self.s)
+            self.prev_grad = torch.where(rows, grad, self.prev_grad)
         self.taken = [n + 1 if lv else n for n, lv in zip(self.taken, live, strict=True)]

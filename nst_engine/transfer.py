@@ -3,7 +3,9 @@
 At each scale of the preset's schedule the image is optimised with L-BFGS (fp32, one objective
 evaluation per step) against content and style targets computed once for that scale; the next
 scale starts from the bicubic upsample of the previous result. The image lives in the Caffe
-input space of the VGG weights throughout and is clamped to 0..1 only on output.
+input space of the VGG weights throughout, boxed to what 0..1 RGB can show: the optimiser never
+leaves that range, so the picture delivered is the one whose loss it minimised (unboxed, ~3 % of
+the pixels drift out of range and clipping them on output cost five times the loss).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from .losses import Targets, make_targets, objective_batch, stack_targets, style
 from .precision import use_bf16
 from .schedule import MIN_SIDE, Scale, plan
 from .targets import TargetCache, default_cache
-from .vgg import VGGFeatures, deprocess, load_model, pick_device, preprocess
+from .vgg import VGGFeatures, caffe_range, deprocess, load_model, pick_device, preprocess
 
 log = logging.getLogger(__name__)
 
@@ -432,6 +434,7 @@ def paint_jobs(
     """
     cache = cache or default_cache()
     device = model.device
+    low, high = caffe_range(device)
     live = list(jobs)
     for job in live:
         job.tracker = job.tracker or _Tracker(list(scales), time.monotonic())
@@ -468,9 +471,12 @@ def paint_jobs(
             )
         del starts_targets
         # Hold the pixels as N×H×W×C, whose N×C×H×W view is already channels_last for the
-        # convolutions; each job's row of the flat N×(H·W·C) view is its L-BFGS variable.
-        x = _channels_last(x.detach())
+        # convolutions; each job's row of the flat N×(H·W·C) view is its L-BFGS variable, boxed
+        # per channel (the flat row's channel varies fastest).
+        x = _channels_last(x.detach().clamp(low.view(1, 3, 1, 1), high.view(1, 3, 1, 1)))
         optimiser = BatchedLBFGS(len(live), x[0].numel(), history=LBFGS_HISTORY, device=device)
+        pixels = scale.width * scale.height
+        flat_low, flat_high = low.repeat(pixels), high.repeat(pixels)
 
         for local_step in range(scale.steps):
             drop({
@@ -488,7 +494,9 @@ def paint_jobs(
             (loss.sum() * image[0].numel()).backward()
             assert image.grad is not None
             flat = x.detach().permute(0, 2, 3, 1).view(len(live), -1)  # shares x's storage
-            optimiser.step(flat, image.grad.permute(0, 2, 3, 1).reshape(len(live), -1))
+            optimiser.step(
+                flat, image.grad.permute(0, 2, 3, 1).reshape(len(live), -1), flat_low, flat_high
+            )
             names = list(loss_parts)
             values = torch.stack([loss_parts[k].detach() for k in names], 1).tolist()
             diverged: dict[int, Exception] = {}

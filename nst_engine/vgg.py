@@ -51,6 +51,12 @@ def preprocess(rgb: torch.Tensor) -> torch.Tensor:
     return rgb.flip(1) * 255.0 - mean
 
 
+def caffe_range(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The lowest and highest Caffe value of each channel (BGR, 3 each): RGB 0 and 1."""
+    low = -torch.tensor(CAFFE_MEAN_BGR, device=device)
+    return low, low + 255.0
+
+
 def deprocess(caffe: torch.Tensor) -> torch.Tensor:
     """Inverse of `preprocess` (not clamped)."""
     mean = caffe.new_tensor(CAFFE_MEAN_BGR).view(1, 3, 1, 1)

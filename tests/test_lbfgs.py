@@ -100,3 +100,18 @@ def test_rejected_curvature_pairs_are_per_job() -> None:
         optimiser.step(x, point.grad)
     assert optimiser.count == [3, 0]
     torch.testing.assert_close(x[0], _batched(problems[:1], 4)[0])
+
+
+def test_bounds_keep_every_job_in_its_box_and_find_the_boxed_minimum() -> None:
+    """A separable quadratic whose minimum lies partly outside the box: the boxed minimum is the
+    unconstrained one clipped, and no iterate ever leaves the box."""
+    generator = torch.Generator().manual_seed(1)
+    curvature = torch.rand(2, DIM, generator=generator) + 0.5
+    centre = torch.randn(2, DIM, generator=generator) * 3  # many coordinates beyond ±1
+    low, high = torch.full((DIM,), -1.0), torch.full((DIM,), 1.0)
+    x = torch.zeros(2, DIM)
+    optimiser = BatchedLBFGS(2, DIM, history=HISTORY)
+    for _ in range(60):
+        optimiser.step(x, curvature * (x - centre), low, high)
+        assert x.min() >= -1.0 and x.max() <= 1.0
+    torch.testing.assert_close(x, centre.clamp(-1.0, 1.0), rtol=1e-4, atol=1e-4)

@@ -12,11 +12,11 @@ from PIL import Image
 from nst_engine import images, styles
 from nst_engine.api import Cancelled, InputError, Progress, StyleRequest, StyleSource
 from nst_engine.color import rgb_to_ycbcr
-from nst_engine.losses import STYLE_SCALE, blend_styles, gram, tv_loss
+from nst_engine.losses import STYLE_SCALE, blend_styles, gram, make_targets, tv_loss
 from nst_engine.schedule import plan
 from nst_engine.targets import TargetCache
-from nst_engine.transfer import stylize
-from nst_engine.vgg import STYLE_LAYERS
+from nst_engine.transfer import StyleImage, paint, stylize
+from nst_engine.vgg import STYLE_LAYERS, deprocess, load_model
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 STARRY = StyleSource(name="starry-night")
@@ -224,3 +224,20 @@ def test_a_thin_photo_at_a_tiny_size_still_paints() -> None:
         StyleRequest(content=thin, styles=(STARRY,), size=32, iterations=2), device="cpu"
     )
     assert (result.width, result.height) == (32, 16)
+
+
+def test_the_painting_never_leaves_what_rgb_can_show() -> None:
+    """Half black, half white (the noise alone would cross 0 and 1) against a strong style:
+    every pixel the optimiser holds stays in 0..1, so nothing is clipped on output."""
+    photo = Image.new("RGB", (64, 48), "black")
+    photo.paste(Image.new("RGB", (32, 48), "white"), (32, 0))
+    x, parts, _ = paint(
+        load_model(torch.device("cpu")),
+        photo,
+        [StyleImage(styles.image("vaporwave"), 1.0, "vaporwave")],
+        plan(64, 48, 64, "draft", 8),
+        lambda content, grams, weights: make_targets(content, grams, weights, strength=3.0),
+    )
+    rgb = deprocess(x)
+    assert rgb.min().item() >= 0.0 and rgb.max().item() <= 1.0
+    assert parts["total"] == parts["total"]  # painted, not NaN
