@@ -33,14 +33,26 @@ class BatchedLBFGS:
     """Per-job L-BFGS state for N problems of dimension D (all tensors fp32, on one device)."""
 
     def __init__(
-        self, batch: int, dim: int, *, history: int = 20, lr: float = 1.0, device=None
+        self,
+        batch: int,
+        dim: int,
+        *,
+        history: int = 20,
+        lr: float = 1.0,
+        device=None,
+        h_diag: torch.Tensor | None = None,
     ) -> None:
+        """`h_diag`, per job: a known scale of the inverse Hessian (e.g. from the same problem at
+        a coarser resolution), so that the first step is −h·g at full length instead of a
+        unit-L1 probe; 0 where none is known."""
         self.history = history
         self.lr = lr
         kw = {"dtype": torch.float32, "device": device}
         self.steps_: torch.Tensor = torch.zeros(batch, 2, history, dim, **kw)  # s, y pairs
         self.rho = torch.zeros(batch, history, **kw)
-        self.h_diag = torch.ones(batch, **kw)
+        known = torch.zeros(batch, **kw) if h_diag is None else h_diag.to(**kw)
+        self.warm = known > 0
+        self.h_diag = torch.where(self.warm, known, torch.ones_like(known))
         self.s: torch.Tensor | None = None  # each job's last move, as taken
         self.prev_grad: torch.Tensor | None = None
         # Python-side bookkeeping per job: ring head (next slot), pairs held, steps taken.
@@ -52,12 +64,18 @@ class BatchedLBFGS:
     def batch(self) -> int:
         return len(self.head)
 
+    def learned_scale(self) -> torch.Tensor:
+        """Each job's inverse-Hessian scale as learned so far (0 where no pair was kept yet)."""
+        learned = torch.tensor([c > 0 for c in self.count], device=self.h_diag.device)
+        return torch.where(learned | self.warm, self.h_diag, torch.zeros_like(self.h_diag))
+
     def keep(self, rows: list[int]) -> None:
         """Drop every job not in `rows` (in that order), e.g. a cancelled one."""
         index = torch.tensor(rows, dtype=torch.long, device=self.rho.device)
         self.steps_ = self.steps_.index_select(0, index)
         self.rho = self.rho.index_select(0, index)
         self.h_diag = self.h_diag.index_select(0, index)
+        self.warm = self.warm.index_select(0, index)
         if self.s is not None and self.prev_grad is not None:
             self.s = self.s.index_select(0, index)
             self.prev_grad = self.prev_grad.index_select(0, index)
@@ -139,9 +157,9 @@ class BatchedLBFGS:
             self.prev_grad = torch.zeros_like(grad)
         else:
             self._remember(grad, live)
-        direction = self._direction(grad)  # a job's first step: no pairs, h_diag 1: −grad
-        first = torch.tensor([n == 0 for n in self.taken], device=grad.device)
-        # the first step is scaled to unit L1 gradient, later ones take the full step
+        direction = self._direction(grad)  # a job's first step: no pairs: −h_diag·grad
+        first = torch.tensor([n == 0 for n in self.taken], device=grad.device) & ~self.warm
+        # a cold first step is scaled to unit L1 gradient, later ones take the full step
         first_t = torch.clamp(1.0 / grad.abs().sum(1), max=1.0) * self.lr
         t = torch.where(first, first_t, torch.full_like(first_t, self.lr))
         # Not a descent direction: torch's optimiser keeps the point (and still its state).

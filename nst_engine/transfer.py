@@ -456,6 +456,7 @@ def paint_jobs(
             optimiser.keep(rows)
             stacked = stack_targets(targets)
 
+    h_diag: torch.Tensor | None = None  # each job's curvature scale, carried to the next scale
     for index, scale in enumerate(scales):
         starts_targets = [_scale_start(model, job, scale, cache) for job in live]
         targets = [t for _, t in starts_targets]
@@ -474,7 +475,9 @@ def paint_jobs(
         # convolutions; each job's row of the flat N×(H·W·C) view is its L-BFGS variable, boxed
         # per channel (the flat row's channel varies fastest).
         x = _channels_last(x.detach().clamp(low.view(1, 3, 1, 1), high.view(1, 3, 1, 1)))
-        optimiser = BatchedLBFGS(len(live), x[0].numel(), history=LBFGS_HISTORY, device=device)
+        optimiser = BatchedLBFGS(
+            len(live), x[0].numel(), history=LBFGS_HISTORY, device=device, h_diag=h_diag
+        )
         pixels = scale.width * scale.height
         flat_low, flat_high = low.repeat(pixels), high.repeat(pixels)
 
@@ -510,6 +513,7 @@ def paint_jobs(
             drop(diverged)
             if not live:
                 return
+        h_diag = optimiser.learned_scale()
     assert x is not None
     for i, job in enumerate(live):
         job.x = x[i : i + 1].detach()

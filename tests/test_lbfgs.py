@@ -115,3 +115,20 @@ def test_bounds_keep_every_job_in_its_box_and_find_the_boxed_minimum() -> None:
         optimiser.step(x, curvature * (x - centre), low, high)
         assert x.min() >= -1.0 and x.max() <= 1.0
     torch.testing.assert_close(x, centre.clamp(-1.0, 1.0), rtol=1e-4, atol=1e-4)
+
+
+def test_a_known_curvature_scale_makes_the_first_step_a_full_one() -> None:
+    """On c·‖x − m‖²/2, h_diag = 1/c sends the first step straight to m; a job with none known
+    (0) still probes with the unit-L1 step, and learned_scale reports what each job knows."""
+    generator = torch.Generator().manual_seed(2)
+    centre = torch.randn(2, DIM, generator=generator)
+    curvature = torch.tensor([[4.0], [4.0]])
+    optimiser = BatchedLBFGS(2, DIM, history=HISTORY, h_diag=torch.tensor([0.25, 0.0]))
+    x = torch.zeros(2, DIM)
+    grad = curvature * (x - centre)
+    optimiser.step(x, grad)
+    torch.testing.assert_close(x[0], centre[0])
+    torch.testing.assert_close(x[1].abs().sum(), torch.tensor(1.0))  # −g/‖g‖₁
+    assert optimiser.learned_scale().tolist() == [0.25, 0.0]
+    optimiser.step(x, curvature * (x - centre))  # job 1 learns c from its first pair
+    torch.testing.assert_close(optimiser.learned_scale(), torch.tensor([0.25, 0.25]))
