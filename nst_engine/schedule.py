@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 # Per preset: (fraction of the requested long side, L-BFGS steps) for each scale, coarse first.
 PRESETS: dict[str, tuple[tuple[float, int], ...]] = {
-    "draft": ((0.5, 60), (1.0, 30)),
-    "standard": ((0.25, 100), (0.5, 90), (1.0, 35)),
+    "draft": ((0.5, 40), (1.0, 12)),
+    "standard": ((0.25, 100), (0.5, 40), (1.0, 20)),
     "high": ((0.25, 150), (0.5, 150), (0.75, 100), (1.0, 100)),
 }
 # Scales below this long side (px) teach relu5_1 nothing; coarse scales are clipped to it.
