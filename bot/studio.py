@@ -110,6 +110,9 @@ class Studio:
         self._resumed: set[str] = set()
         self._deliveries: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self._intakes = 0  # takes under way (downloading, journalling, answering)
+        self._no_intakes = asyncio.Event()
+        self._no_intakes.set()
 
     # ------------------------------------------------------------------ taking asks
 
@@ -144,6 +147,16 @@ class Studio:
 
     async def take(self, ask: Ask) -> Job | None:
         """Check, download and accept an ask; every refusal goes to its asker in one line."""
+        self._intakes += 1
+        self._no_intakes.clear()
+        try:
+            return await self._take(ask)
+        finally:
+            self._intakes -= 1
+            if self._intakes == 0:
+                self._no_intakes.set()
+
+    async def _take(self, ask: Ask) -> Job | None:
         try:
             missing = missing_permissions(ask.permissions, in_thread=ask.in_thread)
             if missing:
@@ -203,6 +216,9 @@ class Studio:
             if job.reply_to_id is None:
                 self.journal.update(job, reply_to_id=status_id)
             self._attach_status(job)
+            if self._stopping and job.state == journal.WAITING:
+                # a shutdown kept it for the next start before its status existed
+                await self._finish_status(job, PAUSED)
         self._ready[job.id].set()
         log.info(
             "job %s: accepted for user %s in guild %s (%s), position %s",
@@ -295,7 +311,8 @@ class Studio:
             request = await asyncio.to_thread(self._request, job)
             handle = await self.engine.submit(request)
             self._handles[job.id] = handle
-            if job.state != journal.PAINTING:
+            # cancelled, or a shutdown began while it was being submitted (and found no handle)
+            if job.state != journal.PAINTING or self._stopping:
                 await handle.cancel()
             async for event in handle.progress():
                 self._fraction[job.id] = event.fraction
@@ -603,7 +620,7 @@ class Studio:
             handle = self._handles.get(job.id)
             if handle is not None:
                 await handle.cancel()
-        pending = [*pauses, self.scheduler.join()]
+        pending = [*pauses, self.scheduler.join(), self._no_intakes.wait()]
         pending_tasks = [asyncio.ensure_future(c) for c in pending] + list(self._deliveries)
         if pending_tasks:
             _, late = await asyncio.wait(

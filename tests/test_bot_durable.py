@@ -160,6 +160,30 @@ async def test_sigterm_keeps_waiting_jobs_for_the_next_start(tmp_path: Path) -> 
             await statuses_end_done(discord, asks)
 
 
+async def test_sigterm_while_a_job_is_being_answered_still_leaves_it_paused(
+    tmp_path: Path,
+) -> None:
+    """A shutdown that lands after a job is queued but before its status is posted: the status,
+    once it exists, says the job is paused, and the shutdown waits for it."""
+    log = tmp_path / "bot.log"
+    async with FakeDiscord() as discord:
+        endless = {"STYLEBOT_MAX_ITERATIONS": "100000"}
+        async with bot_process(discord, tmp_path / "data", log, **endless) as proc:
+            first = await post_jobs(discord, 1)
+            await discord.wait_for(lambda: status_of(discord, first[0][1]), WAIT)
+            # the next status message is answered 429: discord.py waits 3 s and sends again
+            discord.fail_next("POST /channels/{channel_id}/messages", 429, retry_after=3.0)
+            user = discord.add_user("late")
+            late = await discord.post(user, "!stylize udnie", files=[("cat.png", PHOTO)])
+            await discord.wait_for(lambda: not discord.failures, WAIT)
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 30) == 0
+        status = status_of(discord, late)
+        assert status is not None and "Paused" in status.content, status and status.content
+        async with bot_process(discord, tmp_path / "data", log):
+            await all_delivered_once(discord, [*first, (user, late)])
+
+
 # ---------------------------------------------------------------- deliveries Discord fumbles
 
 
