@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from nst_engine import images
+from nst_engine.schedule import plan
 
 NST = str(Path(sys.executable).with_name("nst"))
 PHOTO = str(Path(__file__).resolve().parent.parent / "samples" / "chelsea.png")
@@ -47,8 +48,11 @@ def test_init_paints_a_bigger_version_with_only_the_fine_scale(tmp_path: Path) -
     assert anew.returncode == 0, anew.stderr
     result = images.decode(big.read_bytes())
     assert result.size == (256, 170)
-    # 9 draft steps at 256 px: 6 at 128 px, then 3 at 256; from a 128 px start only those 3 run
-    assert _steps(bigger.stdout) == 3 < _steps(anew.stdout) == 9
+    # 9 draft steps at 256 px are shared out between 128 px and 256 px; from a 128 px start only
+    # the 256 px share runs
+    coarse, fine = plan(*result.size, 256, "draft", 9)
+    assert coarse.width == 128 and fine.width == 256
+    assert _steps(bigger.stdout) == fine.steps < _steps(anew.stdout) == 9
     # it starts from the small result: closer to it than a fresh painting is
     upsampled = np.asarray(images.decode(small.read_bytes()).resize(result.size), np.float32)
     from_init = np.abs(np.asarray(result, np.float32) - upsampled).mean()
