@@ -24,7 +24,7 @@ import secrets
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 from .api import Cancelled, EngineError, EngineStats, JobTimeout, Progress, Result, StyleRequest
 
@@ -260,6 +260,15 @@ class Dispatcher(abc.ABC, Generic[J, S]):
             raise EngineError(SHUTTING_DOWN)
         if (error := self._start_failure()) is not None:
             raise error
+
+    async def __aenter__(self) -> Self:
+        """Start and wait until ready; closed again if either fails."""
+        try:
+            await self.wait_ready()
+        except BaseException:
+            await self.close()
+            raise
+        return self
 
     async def __aexit__(
         self,

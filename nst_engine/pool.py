@@ -133,15 +133,6 @@ class ProcessPoolEngine(Dispatcher[PoolJob, _Worker]):
         for slot in range(len(self._plan)):
             self._spawn(slot)
 
-    async def __aenter__(self) -> ProcessPoolEngine:
-        await self.start()
-        try:
-            await self.wait_ready()
-        except BaseException:
-            await self.close()
-            raise
-        return self
-
     async def close(self) -> None:
         """Fail queued and running jobs (EngineError), stop and join every worker process.
 

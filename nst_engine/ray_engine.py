@@ -204,14 +204,6 @@ class RayEngine(Dispatcher[RayJob, _Painter]):
         await self._poll()
         self._watcher = loop.create_task(self._watch())
 
-    async def __aenter__(self) -> RayEngine:
-        try:
-            await self.wait_ready()
-        except BaseException:
-            await self.close()
-            raise
-        return self
-
     async def close(self) -> None:
         """Fail queued and running jobs (EngineError), kill the painters, disconnect.
 
