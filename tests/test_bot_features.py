@@ -309,6 +309,14 @@ async def _slash_answer(discord: FakeDiscord, interaction, text: str) -> str:  #
     return await discord.wait_for(find, WAIT)
 
 
+async def _slash_add_style(discord: FakeDiscord, user, name: str, channel) -> str:  # type: ignore[no-untyped-def]
+    """`/style add name` with STYLE attached, in `channel`; waits for the "Added" answer."""
+    slash = await discord.slash(
+        user, "style add", {"name": name}, files={"image": ("r.jpg", STYLE)}, channel=channel
+    )
+    return await _slash_answer(discord, slash, f"Added the style `{name}`")
+
+
 @e2e
 async def test_server_styles_add_use_list_remove_restart_and_leave(engine) -> None:
     async with FakeDiscord(rate_limit=RELAXED) as discord:
@@ -329,14 +337,7 @@ async def test_server_styles_add_use_list_remove_restart_and_leave(engine) -> No
             line = await _slash_answer(discord, slash, "Manage Server")
             assert line.startswith("❌") and slash.ephemeral
             # With it: added (slash), re-encoded as a PNG under the data dir.
-            slash = await discord.slash(
-                eve,
-                "style add",
-                {"name": "ours"},
-                files={"image": ("r.jpg", STYLE)},
-                channel=art,
-            )
-            await _slash_answer(discord, slash, "Added the style `ours`")
+            await _slash_add_style(discord, eve, "ours", art)
             stored = Path(data_dir) / "styles" / str(club.id) / "ours.png"
             assert stored.read_bytes().startswith(b"\x89PNG")
             dupe = await discord.post(
@@ -388,14 +389,7 @@ async def test_server_styles_add_use_list_remove_restart_and_leave(engine) -> No
             await bot_reply(discord, again, "Unknown style 'ours'")
             # Leaving the server removes its styles, rows and files. (fakecord cannot remove
             # the bot from a guild, so the gateway's GUILD_DELETE is stood in for by its event.)
-            slash = await discord.slash(
-                eve,
-                "style add",
-                {"name": "later"},
-                files={"image": ("r.jpg", STYLE)},
-                channel=art,
-            )
-            await _slash_answer(discord, slash, "Added the style `later`")
+            await _slash_add_style(discord, eve, "later", art)
             guild = bot.get_guild(club.id)
             assert guild is not None
             bot.dispatch("guild_remove", guild)
