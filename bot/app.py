@@ -15,6 +15,7 @@ from bot.engine import start_engine
 from bot.errors import friendly
 from bot.journal import Journal
 from bot.lag import LagMonitor
+from bot.lifecycle import Lifecycle
 from bot.settings import Settings
 from bot.studio import Studio
 from bot.traffic import Traffic
@@ -27,6 +28,7 @@ class StyleBot(commands.Bot):
     """stylebot. `engine` is used as given (and left open); when None the bot owns one."""
 
     studio: Studio
+    lifecycle: Lifecycle
 
     def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
         intents = discord.Intents.default()
@@ -60,14 +62,15 @@ class StyleBot(commands.Bot):
         self.studio = Studio(
             self.engine, self.settings, self, self.journal, slots=slots, traffic=self.traffic
         )
+        self.lifecycle = Lifecycle(self.studio, self.engine)
         self.add_dynamic_items(ResultButton, CancelButton)
         await self.add_cog(StyleCog(self))
         self.tree.on_error = self.on_app_command_error
         if self.settings.sync_commands:
             synced = await self.tree.sync()
             log.info("synced %d slash command(s)", len(synced))
-        self._capacity = asyncio.create_task(self.studio.follow_capacity())
-        resumed = await self.studio.resume()
+        self._capacity = asyncio.create_task(self.lifecycle.follow_capacity())
+        resumed = await self.lifecycle.resume()
         if resumed:
             log.info("resumed %d unfinished job(s) from the journal", resumed)
         log.info("ready to paint with %d job slot(s)", slots)
@@ -120,9 +123,9 @@ class StyleBot(commands.Bot):
             self._shut_down = True
             log.info("shutting down")
             try:
-                if hasattr(self, "studio"):
+                if hasattr(self, "lifecycle"):
                     self._capacity.cancel()
-                    await self.studio.shutdown(self.settings.shutdown_grace)
+                    await self.lifecycle.shutdown(self.settings.shutdown_grace)
             except Exception:
                 log.exception("stopping the jobs failed")
             finally:

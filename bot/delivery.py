@@ -1,24 +1,37 @@
-"""Fitting a painted image into the upload limit, and sending it until it arrives once.
+"""Delivering a painted job: fit it into the upload limit, post it once, record it.
 
-PNG first; if it is too big, high-quality JPEG then WebP; then the same picture smaller. A 413
-(payload too large) re-encodes under a tighter budget. Server errors, rate limits discord.py gave
-up on, connection resets and timeouts are retried with backoff; the caller sends with a fixed
-nonce, so a retry of an upload Discord already took returns that message instead of a second
-one. A refusal that will not change (403, another 4xx) or too many failures raise
-`DeliveryFailed`, whose message says what failed.
+`Delivery` owns a painted job until its result is in the channel: each delivery is a task of its
+own (a painter is free once its painting is saved), posted with a fixed nonce, and after a restart
+it first looks in the channel for a result that was already posted. Must not touch the queue, the
+engine or the job's status message (notices tell people; this module only hands them the news).
+
+Fitting: PNG first; if it is too big, high-quality JPEG then WebP; then the same picture smaller.
+A 413 (payload too large) re-encodes under a tighter budget. Server errors, rate limits
+discord.py gave up on, connection resets and timeouts are retried with backoff; the result is
+sent with a fixed nonce, so a retry of an upload Discord already took returns that message
+instead of a second one. A refusal that will not change (403, another 4xx) or too many failures
+raise `DeliveryFailed`, whose message says what failed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import io
+import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 import discord
 
+from bot import journal, progress
+from bot.buttons import result_view
+from bot.journal import Job, Journal
+from bot.notices import Notices
+from bot.traffic import RESULT, Traffic
 from nst_engine import images
 from nst_engine.api import StyleBotError
 
@@ -30,6 +43,7 @@ MIN_LONG_SIDE = 64
 SHRINK_STEPS = (0.85, 0.7, 0.55, 0.4, 0.3, 0.2, 0.12)
 RETRY_413 = 6
 MESSAGE_TOTAL = 25 * 1024 * 1024  # Discord's cap on all files of one message together
+TIMELAPSE = "timelapse.webp"
 
 
 class DeliveryFailed(StyleBotError):
@@ -152,3 +166,125 @@ async def send_fitted(
                 "job %s: upload failed (%s); retry %d in %.1f s", job_id, what, failures, wait
             )
             await asyncio.sleep(wait)
+
+
+def nonce_of(job: Job) -> str:
+    """The fixed nonce of a job's result message (Discord: at most 25 characters)."""
+    return f"stylebot-{job.id}"
+
+
+class Delivery:
+    """The deliveries under way: each painted job's result, posted once and recorded."""
+
+    def __init__(
+        self,
+        client: discord.Client,
+        journal_: Journal,
+        traffic: Traffic,
+        notices: Notices,
+        *,
+        retry: Retry,
+        max_size: int,
+    ) -> None:
+        self.client = client
+        self.journal = journal_
+        self.traffic = traffic
+        self.notices = notices
+        self.retry = retry
+        self.max_size = max_size
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def start(self, job: Job, *, resumed: bool = False) -> None:
+        """Deliver a painted job in a task of its own (`resumed`: look for it first)."""
+        task = asyncio.create_task(self._deliver(job, resumed), name=f"stylebot-deliver-{job.id}")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _deliver(self, job: Job, resumed: bool) -> None:
+        try:
+            posted = await self._already_posted(job) if resumed else None
+            if posted is None:
+                posted = await self._upload(job)
+        except DeliveryFailed as exc:
+            log.error("job %s: delivery failed: %s", job.id, exc)
+            self.journal.end(job, journal.FAILED, error=str(exc))
+            await self.notices.tell(
+                job, f"⚠️ Job `{job.id}` was painted, but {exc} Please ask again."
+            )
+            return
+        self.journal.update(job, result_id=posted.id)
+        self.journal.end(job, journal.DELIVERED)
+        log.info("job %s: delivered as message %s", job.id, posted.id)
+        await self.notices.delivered(job, posted.jump_url)
+
+    async def _already_posted(self, job: Job) -> discord.Message | None:
+        """The bot's result for `job` if it is already in the channel (a crash after the upload
+        and before the journal heard of it)."""
+        me = self.client.user
+        since = dt.datetime.fromtimestamp(job.created - 60, tz=dt.UTC)
+        after = discord.Object(
+            job.status_id or job.source_id or discord.utils.time_snowflake(since)
+        )
+        marker = f"(job `{job.id}`)"
+        try:
+            async for message in self.notices.channel(job).history(limit=100, after=after):
+                if me is not None and message.author.id == me.id and marker in message.content:
+                    log.info("job %s: its result was already posted", job.id)
+                    return message
+        except discord.HTTPException as exc:
+            log.warning("job %s: could not read the channel's history: %s", job.id, exc)
+        return None
+
+    async def _upload(self, job: Job) -> discord.Message:
+        png, copies = await asyncio.to_thread(self.journal.result, job)
+        meta = json.loads(copies.pop("meta.json", b"{}"))
+        animation = copies.pop(TIMELAPSE, None)  # encoded by the painter within its budget
+        channel = self.notices.channel(job)
+        header = (
+            f"<@{job.owner_id}> here is your painting (job `{job.id}`).\n"
+            f"-# {job.options.summary()} · {meta.get('width')}×{meta.get('height')} · "
+            f"{progress.duration(meta.get('seconds', 0))} on {meta.get('device', '?')}"
+        )
+        reference = (
+            discord.MessageReference(
+                message_id=job.reply_to_id, channel_id=job.channel_id, fail_if_not_exists=False
+            )
+            if job.reply_to_id is not None
+            else None
+        )
+        # Input copies share the message with the result: each file within the per-file limit,
+        # all of them within Discord's total per message; refitted when a 413 lowers the limit.
+        total = MESSAGE_TOTAL - len(animation or b"")
+        per_file = min(job.upload_limit, total // (1 + len(copies)))
+        fitted: list[Encoded] = []
+
+        async def send(encoded: Encoded, limit: int) -> discord.Message:
+            if len(fitted) < len(copies) or any(len(c.data) > limit for c in fitted):
+                fitted[:] = [
+                    await asyncio.to_thread(fit, data, limit, stem=name.removesuffix(".png"))
+                    for name, data in copies.items()
+                ]
+            note = f" · {encoded.note}" if encoded.note else ""
+            extra = [] if animation is None or len(animation) > limit else [animation]
+            if animation is not None and not extra:
+                note += " · the timelapse was too large for this channel"
+
+            def post() -> Coroutine[Any, Any, discord.Message]:
+                files = [discord.File(io.BytesIO(encoded.data), filename=encoded.filename)]
+                files += [discord.File(io.BytesIO(c.data), filename=c.filename) for c in fitted]
+                files += [discord.File(io.BytesIO(a), filename=TIMELAPSE) for a in extra]
+                return channel.send(
+                    header + note,
+                    files=files,
+                    view=result_view(
+                        job.owner_id, job.source_id, job.options, job.id, self.max_size
+                    ),
+                    reference=reference,  # type: ignore[arg-type]
+                    allowed_mentions=discord.AllowedMentions(users=True, replied_user=False),
+                    nonce=nonce_of(job),
+                )
+
+            return await self.traffic.send(job.channel_id, RESULT, post)
+
+        message, _ = await send_fitted(send, png, per_file, job_id=job.id, retry=self.retry)
+        return message
