@@ -29,6 +29,10 @@ class StyleBot(commands.Bot):
     studio: Studio
 
     def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
+        # A painting bot never joins voice: no warnings at start about voice libraries (PyNaCl,
+        # davey) it does not need. discord.py warns once per process, while these are True.
+        discord.VoiceClient.warn_nacl = False
+        discord.VoiceClient.warn_dave = False
         intents = discord.Intents.default()
         intents.message_content = settings.message_content_intent
         traffic = Traffic()

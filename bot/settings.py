@@ -20,6 +20,8 @@ class Settings(BaseSettings):
     )
 
     discord_token: SecretStr | None = Field(default=None, validation_alias="DISCORD_TOKEN")
+    # The recommended way: a file that holds the token (a Docker secret), see bot.credentials.
+    discord_token_file: Path | None = Field(default=None, validation_alias="DISCORD_TOKEN_FILE")
     prefix: str = Field(default="!", min_length=1, max_length=10)
     message_content_intent: bool = True
     sync_commands: bool = True
@@ -66,6 +68,22 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _token_from_file(self) -> Settings:
+        if self.discord_token_file is None:
+            return self
+        if self.discord_token is not None:
+            raise ValueError("set DISCORD_TOKEN or DISCORD_TOKEN_FILE, not both")
+        path = self.discord_token_file
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"DISCORD_TOKEN_FILE: cannot read {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"DISCORD_TOKEN_FILE: {path} is not UTF-8 text") from None
+        self.discord_token = SecretStr(text.strip())
+        return self
 
     @model_validator(mode="after")
     def _default_fits_cap(self) -> Settings:
