@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from bot.intake import CDN_HOSTS
+from bot.intake import CDN_HOSTS, origin
 from nst_engine.api import MAX_SIZE, MIN_SIZE
 
 
@@ -62,6 +62,13 @@ class Settings(BaseSettings):
     def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("download_hosts")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            origin(entry)  # a bare host (https, port 443) or scheme://host[:port]
         return value
 
     @field_validator("log_level", mode="before")
