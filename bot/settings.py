@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     def _token_from_file(self) -> Settings:
         if self.discord_token_file is None:
             return self
-        if self.discord_token is not None:
+        if self.discord_token is not None and self.discord_token.get_secret_value().strip():
             raise ValueError("set DISCORD_TOKEN or DISCORD_TOKEN_FILE, not both")
         path = self.discord_token_file
         try:
