@@ -93,6 +93,8 @@ class StyleBot(commands.Bot):
         """Remove the styles of servers the bot left while it was not listening (READY lists
         every server it is in, unavailable ones included)."""
         assert self.journal is not None
+        if not self.intents.guilds:  # without it the bot knows of no server at all
+            return
         departed = await asyncio.to_thread(self.journal.guilds_with_styles)
         for guild_id in departed - {guild.id for guild in self.guilds}:
             removed = await asyncio.to_thread(self.journal.forget_guild, guild_id)
