@@ -146,7 +146,6 @@ async def run(args: argparse.Namespace) -> int:
     photo = tiny_photo(args.size * 2)
     style_names = styles.names()
     settings = {
-        "STYLEBOT_DOWNLOAD_HOSTS": "127.0.0.1",
         "STYLEBOT_DATA_DIR": tempfile.mkdtemp(prefix="stylebot-bench-"),
         "STYLEBOT_DEFAULT_QUALITY": "draft",
         "STYLEBOT_DEFAULT_SIZE": str(args.size),
@@ -163,6 +162,7 @@ async def run(args: argparse.Namespace) -> int:
         settings["STYLEBOT_WORKERS"] = str(args.workers)
     bot = Bot(settings, args.in_process)
     async with FakeDiscord() as fake:
+        settings["STYLEBOT_DOWNLOAD_HOSTS"] = fake.url  # its CDN: scheme, host and port
         channels = list(fake.guild.channels)
         while len(channels) < args.channels:
             channels += fake.add_guild(f"server {len(channels)}").channels

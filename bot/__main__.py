@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import sys
 
@@ -12,6 +11,7 @@ import discord
 from pydantic import ValidationError
 
 from bot.app import build_bot
+from bot.credentials import TokenHandoffError, hide_from_proc, take_handoff
 from bot.settings import Settings
 from nst_engine.api import EngineError
 
@@ -19,8 +19,8 @@ log = logging.getLogger("bot")
 
 NO_TOKEN = (
     "stylebot: DISCORD_TOKEN is not set. Create an application at "
-    "https://discord.com/developers/applications, copy its token from the Bot page, and put "
-    "DISCORD_TOKEN=... in .env or the environment (see the README)."
+    "https://discord.com/developers/applications, copy its token from the Bot page, and put it "
+    "in a file named by DISCORD_TOKEN_FILE, or DISCORD_TOKEN=... in .env (see the README)."
 )
 
 
@@ -60,18 +60,25 @@ def _stop(bot: discord.Client, sig: signal.Signals) -> None:
 
 def main() -> int:
     try:
-        settings = Settings()
+        hide_from_proc()  # returns only when the environment holds no token
+        handed = take_handoff()
+    except (TokenHandoffError, OSError) as exc:
+        print(f"stylebot: could not keep the token private: {exc}", file=sys.stderr)
+        return 2
+    try:
+        settings = Settings() if handed is None else Settings(discord_token=handed)
     except ValidationError as exc:
         for error in exc.errors():
             field = ".".join(str(part) for part in error["loc"]).upper()
-            where = field if field == "DISCORD_TOKEN" else f"STYLEBOT_{field}"
+            if not field:  # a check across settings names them itself
+                print(f"stylebot: bad settings: {error['msg']}", file=sys.stderr)
+                continue
+            where = field if field.startswith("DISCORD_") else f"STYLEBOT_{field}"
             print(f"stylebot: bad setting {where}: {error['msg']}", file=sys.stderr)
         return 2
     if settings.discord_token is None or not settings.discord_token.get_secret_value().strip():
         print(NO_TOKEN, file=sys.stderr)
         return 2
-    # The painters are child processes that decode hostile images: they never see the token.
-    os.environ.pop("DISCORD_TOKEN", None)
     discord.utils.setup_logging(level=getattr(logging, settings.log_level), root=True)
     try:
         return asyncio.run(serve(settings))

@@ -23,6 +23,9 @@ from nst_engine.api import Engine
 
 log = logging.getLogger(__name__)
 
+HOUSEKEEPING_EVERY = 24 * 3600.0  # prune the journal and forget departed servers, daily
+ORPHAN_AGE = 3600.0  # a running bot removes job folders without a record only after this long
+
 
 class StyleBot(commands.Bot):
     """stylebot. `engine` is used as given (and left open); when None the bot owns one."""
@@ -31,6 +34,10 @@ class StyleBot(commands.Bot):
     lifecycle: Lifecycle
 
     def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
+        # A painting bot never joins voice: no warnings at start about voice libraries (PyNaCl,
+        # davey) it does not need. discord.py warns once per process, while these are True.
+        discord.VoiceClient.warn_nacl = False
+        discord.VoiceClient.warn_dave = False
         intents = discord.Intents.default()
         intents.message_content = settings.message_content_intent
         traffic = Traffic()
@@ -70,6 +77,7 @@ class StyleBot(commands.Bot):
             synced = await self.tree.sync()
             log.info("synced %d slash command(s)", len(synced))
         self._capacity = asyncio.create_task(self.lifecycle.follow_capacity())
+        self._housekeeping = asyncio.create_task(self._keep_house())
         resumed = await self.lifecycle.resume()
         if resumed:
             log.info("resumed %d unfinished job(s) from the journal", resumed)
@@ -82,6 +90,35 @@ class StyleBot(commands.Bot):
             self.user and self.user.id,
             len(self.guilds),
         )
+        await self.forget_departed_guilds()
+
+    async def forget_departed_guilds(self) -> None:
+        """Remove the styles of servers the bot left while it was not listening (READY lists
+        every server it is in, unavailable ones included)."""
+        assert self.journal is not None
+        if not self.intents.guilds:  # without it the bot knows of no server at all
+            return
+        departed = await asyncio.to_thread(self.journal.guilds_with_styles)
+        for guild_id in departed - {guild.id for guild in self.guilds}:
+            removed = await asyncio.to_thread(self.journal.forget_guild, guild_id)
+            log.info("no longer in guild %s: removed its %d style(s)", guild_id, removed)
+
+    async def housekeeping(self) -> None:
+        """The periodic step: prune old job records and forget departed servers."""
+        assert self.journal is not None
+        pruned = await asyncio.to_thread(self.journal.prune, orphan_age=ORPHAN_AGE)
+        if pruned:
+            log.info("pruned %d old job record(s)", pruned)
+        if self.is_ready():
+            await self.forget_departed_guilds()
+
+    async def _keep_house(self) -> None:
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_EVERY)
+            try:
+                await self.housekeeping()
+            except Exception:  # a full disk or a locked database: try again next time
+                log.exception("housekeeping failed")
 
     async def report_error(self, ctx: commands.Context[StyleBot], error: BaseException) -> None:
         """Tell the user what went wrong in one line (the traceback, if any, goes to the log)."""
@@ -125,6 +162,7 @@ class StyleBot(commands.Bot):
             try:
                 if hasattr(self, "lifecycle"):
                     self._capacity.cancel()
+                    self._housekeeping.cancel()
                     await self.lifecycle.shutdown(self.settings.shutdown_grace)
             except Exception:
                 log.exception("stopping the jobs failed")

@@ -124,6 +124,10 @@ class ResultButton(
                 "That result is too old to re-run; please ask again.", ephemeral=True
             )
             return
+        # Discord waits 3 s for a first answer: defer before anything that talks to Discord
+        # (fetching the original message). Refusals then edit the private "thinking" note.
+        front = ask.InteractionFront(interaction)
+        await front.acknowledge()
         try:
             if self.action == BIGGER and (self.options.size or 0) >= studio.settings.max_size:
                 raise InputError("That picture is already as big as I paint.")
@@ -132,7 +136,7 @@ class ResultButton(
                 interaction, self.source, options, studio.limits, bigger=self.action == BIGGER
             )
         except InputError as exc:
-            await interaction.response.send_message(friendly(exc), ephemeral=True)
+            await front.refuse(friendly(exc))
             return
         await studio.take(the_ask)
 

@@ -24,7 +24,7 @@ from bot.options import (
     parse_blend,
     parse_words,
 )
-from bot.pictures import reencode, server_sheet
+from bot.pictures import Pictures
 from nst_engine import gallery, images, styles
 from nst_engine.api import MAX_SIZE, MAX_STRENGTH, MIN_SIZE, MIN_STRENGTH, InputError
 
@@ -66,6 +66,8 @@ class StyleCog(commands.Cog, name="Stylize"):
     def __init__(self, bot: StyleBot) -> None:
         self.bot = bot
         self._gallery: bytes | None = None
+        # as many picture children at once as downloads: the bot's other decode work
+        self.pictures = Pictures(bot.settings.max_downloads)
 
     # ------------------------------------------------------------------ stylize
 
@@ -179,7 +181,9 @@ class StyleCog(commands.Cog, name="Stylize"):
             names = ", ".join(f"`{s.name}`" for s in own)
             text += f"\n**This server's styles**: {names}"
             try:  # their pictures are users' images: drawn by a child process
-                sheet = await server_sheet([(s.name, journal.dir / s.file) for s in own])
+                sheet = await self.pictures.server_sheet(
+                    [(s.name, journal.dir / s.file) for s in own]
+                )
                 files.append(discord.File(io.BytesIO(sheet), filename="server-styles.jpg"))
             except InputError as exc:
                 log.warning("guild %s: no sheet of its styles: %s", ctx.guild and ctx.guild.id, exc)
@@ -220,7 +224,7 @@ class StyleCog(commands.Cog, name="Stylize"):
         await ctx.defer()
         data = await studio.downloader.read(image)
         s = self.bot.settings
-        png = await reencode(
+        png = await self.pictures.reencode(
             data, max_bytes=s.max_attachment_bytes, max_pixels=s.max_pixels, long_side=s.max_size
         )
         stored = await asyncio.to_thread(

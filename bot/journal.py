@@ -158,6 +158,14 @@ def _row_to_job(row: sqlite3.Row) -> Job:
     )
 
 
+def _age(path: Path, now: float) -> float:
+    """Seconds since `path` was last written (0 when it is already gone)."""
+    try:
+        return now - path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
 def _write_file(path: Path, data: bytes) -> None:
     """Write `data` to `path` durably and atomically (a reader never sees half a file)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
@@ -374,6 +382,9 @@ class Journal:
             (self.dir / row["file"]).unlink(missing_ok=True)
         return bool(rows)
 
+    def guilds_with_styles(self) -> set[int]:
+        return {row["guild_id"] for row in self._rows("SELECT DISTINCT guild_id FROM styles")}
+
     def forget_guild(self, guild_id: int) -> int:
         """Remove every style of a server (the bot left it); returns how many."""
         rows = self._rows("DELETE FROM styles WHERE guild_id = ? RETURNING name", (guild_id,))
@@ -382,8 +393,10 @@ class Journal:
 
     # ---------------------------------------------------------------- housekeeping
 
-    def prune(self, now: float | None = None) -> int:
-        """Forget ended jobs older than `keep_days` and remove folders no live job owns."""
+    def prune(self, now: float | None = None, *, orphan_age: float = 0.0) -> int:
+        """Forget ended jobs older than `keep_days` and remove folders no live job owns that
+        were last written over `orphan_age` s ago (a running bot passes a margin: `add` writes
+        a new job's folder before its record)."""
         now = time.time() if now is None else now
         cursor = self._execute(
             "DELETE FROM jobs WHERE state IN (?, ?, ?) AND updated < ?",
@@ -391,6 +404,6 @@ class Journal:
         )
         live = {job.id for job in self.unfinished()}
         for folder in self.jobs_dir.iterdir():
-            if folder.name not in live:
+            if folder.name not in live and (not orphan_age or _age(folder, now) > orphan_age):
                 shutil.rmtree(folder, ignore_errors=True)
         return cursor.rowcount

@@ -41,7 +41,7 @@ def bot_env(discord: FakeDiscord, data_dir: Path, **extra: str) -> dict[str, str
             "PYTHONPATH": str(ROOT),
             "DISCORD_TOKEN": discord.token,
             "STYLEBOT_DATA_DIR": str(data_dir),
-            "STYLEBOT_DOWNLOAD_HOSTS": "127.0.0.1",
+            "STYLEBOT_DOWNLOAD_HOSTS": discord.url,  # fakecord's CDN: scheme, host and port
             "STYLEBOT_DEFAULT_SIZE": "64",
             "STYLEBOT_MAX_SIZE": "128",
             "STYLEBOT_DEFAULT_QUALITY": "draft",
