@@ -141,7 +141,8 @@ class Painting:
             await ending.end(self.journal, self.notices, job, journal.FAILED, text, error=repr(exc))
             return
         log.info("job %s: painted in %.1f s on %s", job.id, result.seconds, result.device)
-        self.delivery.start(job)
+        # a job taken up after a restart may have been delivered before a power cut undid that
+        self.delivery.start(job, resumed=self.notices.was_resumed(job))
 
     async def _not_painted(self, job: Job, exc: BaseException) -> None:
         if isinstance(exc, Cancelled) and self.stopping and job.state == journal.PAINTING:
