@@ -12,6 +12,7 @@ import os
 import re
 import secrets
 import signal
+import sqlite3
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -319,14 +320,19 @@ async def test_a_result_created_but_unheard_is_found_after_a_flood_and_the_nonce
         discord.failures.clear()
         for i in range(150):
             await discord.post(chatter, f"after {i}")
-        for key, (message, at) in list(discord.nonces.items()):  # Discord forgot the nonce
-            discord.nonces[key] = (message, at - NONCE_WINDOW - 1)
+        forget_nonces(discord)
         assert journalled(data, job_id).state == journal.PAINTED  # type: ignore[union-attr]
         async with bot_process(discord, data, log):
             await discord.wait_for(lambda: journal_ended(data, job_id), WAIT)
         assert paintings_for(discord, user) == [result]
         ended = journalled(data, job_id)
         assert ended is not None and ended.result_id == result.id
+
+
+def forget_nonces(discord: FakeDiscord) -> None:
+    """Let Discord's nonce window pass for every message created so far."""
+    for key, (message, at) in list(discord.nonces.items()):
+        discord.nonces[key] = (message, at - NONCE_WINDOW - 1)
 
 
 def journal_ended(data_dir: Path, job_id: str) -> bool:
@@ -354,3 +360,28 @@ async def test_an_echo_of_the_result_text_without_the_picture_is_no_delivery(
             ended = bot.studio.journal.get(job_id)
             assert ended is not None and ended.state == journal.DELIVERED
             assert ended.result_id == result.id
+
+
+async def test_a_saved_result_id_is_used_before_any_look_back(engine: Any, tmp_path: Path) -> None:
+    """A journal that holds the result's id but not yet the job's end (older versions wrote
+    them apart): the restart fetches that message and walks no history."""
+    data = tmp_path / "data"
+    async with FakeDiscord() as discord:
+        user, chatter = discord.add_user("cy"), discord.add_user("chatter")
+        ask = await discord.post(user, "!stylize udnie", files=[("cat.png", PHOTO)])
+        job_id = seed_painted(data, discord, user, ask)
+        for i in range(150):
+            await discord.post(chatter, f"before {i}")
+        async with running_bot(discord, engine, data_dir=str(data)):
+            [result] = await discord.wait_for(lambda: paintings_for(discord, user), WAIT)
+            await discord.wait_for(lambda: journal_ended(data, job_id), WAIT)
+        with contextlib.closing(sqlite3.connect(data / "stylebot.db")) as db, db:
+            db.execute("UPDATE jobs SET state = ? WHERE id = ?", (journal.PAINTED, job_id))
+        forget_nonces(discord)
+        seen = len(discord.requests)
+        async with running_bot(discord, engine, data_dir=str(data)):
+            await discord.wait_for(lambda: journal_ended(data, job_id), WAIT)
+        assert paintings_for(discord, user) == [result]
+        reads = {r.route for r in discord.requests[seen:] if r.method == "GET"}
+        assert "/channels/{channel_id}/messages/{message_id}" in reads
+        assert "/channels/{channel_id}/messages" not in reads
