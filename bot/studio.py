@@ -235,7 +235,7 @@ class Studio:
     def requeue(self, job: Job) -> None:
         """Queue a job taken up from the journal after a restart (no caps, no first answer)."""
         if job.state != journal.WAITING:
-            self.journal.update(job, state=journal.WAITING)
+            ending.write(self.journal, job, state=journal.WAITING)
         self._queue(job, None).set()
 
     def show_places(self) -> None:
