@@ -16,10 +16,12 @@ raise `DeliveryFailed`, whose message says what failed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import io
 import json
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -27,13 +29,13 @@ from typing import Any, TypeVar
 import aiohttp
 import discord
 
-from bot import journal, progress
+from bot import ending, journal, progress
 from bot.buttons import result_view
 from bot.journal import Job, Journal
 from bot.notices import Notices
 from bot.traffic import RESULT, Traffic
 from nst_engine import images
-from nst_engine.api import StyleBotError
+from nst_engine.api import MIN_TIMELAPSE_BYTES, StyleBotError
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,7 @@ SHRINK_STEPS = (0.85, 0.7, 0.55, 0.4, 0.3, 0.2, 0.12)
 RETRY_413 = 6
 MESSAGE_TOTAL = 25 * 1024 * 1024  # Discord's cap on all files of one message together
 TIMELAPSE = "timelapse.webp"
+RESULT_STEM = "stylized"  # the result's file name, before its extension
 
 
 class DeliveryFailed(StyleBotError):
@@ -71,7 +74,7 @@ class Retry:
         return min(self.cap, self.base * 2 ** (failures - 1))
 
 
-def fit(png: bytes, limit: int, *, stem: str = "stylized") -> Encoded:
+def fit(png: bytes, limit: int, *, stem: str = RESULT_STEM) -> Encoded:
     """The best encoding of `png` whose size is at most `limit` bytes."""
     if len(png) <= limit:
         return Encoded(png, f"{stem}.png")
@@ -168,6 +171,38 @@ async def send_fitted(
             await asyncio.sleep(wait)
 
 
+def result_header(job: Job) -> str:
+    """The first line of a job's result message, and of no other message of the bot."""
+    return f"<@{job.owner_id}> here is your painting (job `{job.id}`)."
+
+
+def is_result(message: discord.Message, job: Job, me: int) -> bool:
+    """Whether `message` is the bot's result for `job`: it begins with the result header and
+    carries the picture (an echo of the text alone is not a result)."""
+    return (
+        message.author.id == me
+        and message.content.startswith(result_header(job) + "\n")
+        and any(a.filename.startswith(f"{RESULT_STEM}.") for a in message.attachments)
+    )
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a painted job could not be delivered, for its owner."""
+    if isinstance(exc, DeliveryFailed):
+        return str(exc)
+    if isinstance(exc, FileNotFoundError):
+        return "its picture is missing from the bot's disk."
+    if isinstance(exc, OSError | sqlite3.Error):
+        return "the bot's disk or job journal failed."
+    return "something went wrong on my side (it has been logged)."
+
+
+def timelapse_budget(upload_limit: int) -> int:
+    """The bytes a job's timelapse may weigh: half of what one file may, and half of what one
+    message may carry, so the picture beside it always has room."""
+    return max(MIN_TIMELAPSE_BYTES, min(upload_limit, MESSAGE_TOTAL) // 2)
+
+
 def nonce_of(job: Job) -> str:
     """The fixed nonce of a job's result message (Discord: at most 25 characters)."""
     return f"stylebot-{job.id}"
@@ -205,44 +240,68 @@ class Delivery:
             posted = await self._already_posted(job) if resumed else None
             if posted is None:
                 posted = await self._upload(job)
-        except DeliveryFailed as exc:
-            log.error("job %s: delivery failed: %s", job.id, exc)
-            self.journal.end(job, journal.FAILED, error=str(exc))
-            await self.notices.tell(
-                job, f"⚠️ Job `{job.id}` was painted, but {exc} Please ask again."
-            )
+        except Exception as exc:  # whatever it was, the job ends and its owner hears of it
+            log.error("job %s: delivery failed: %r", job.id, exc)
+            text = f"⚠️ Job `{job.id}` was painted, but {_reason(exc)} Please ask again."
+            await ending.end(self.journal, self.notices, job, journal.FAILED, text, error=repr(exc))
             return
-        self.journal.update(job, result_id=posted.id)
-        self.journal.end(job, journal.DELIVERED)
+        # the result is in the channel: if the journal cannot say so now, the look-back finds it
+        ending.record(self.journal, job, journal.DELIVERED, result_id=posted.id)
         log.info("job %s: delivered as message %s", job.id, posted.id)
         await self.notices.delivered(job, posted.jump_url)
 
     async def _already_posted(self, job: Job) -> discord.Message | None:
         """The bot's result for `job` if it is already in the channel (a crash after the upload
-        and before the journal heard of it)."""
+        and before the journal heard of it): the saved result message, or a look back through
+        the channel, newest first, as far as the job's anchor. Read errors are retried; if the
+        channel stays unreadable, the result is posted (its nonce may still catch a repeat)."""
+        failures = 0
+        while True:
+            try:
+                return await self._look_back(job)
+            except Exception as exc:
+                transient = _transient(exc)
+                failures += 1
+                if transient is None or failures >= self.retry.attempts:
+                    log.warning("job %s: could not read the channel: %r", job.id, exc)
+                    return None
+                await asyncio.sleep(max(transient[1], self.retry.delay(failures)))
+
+    async def _look_back(self, job: Job) -> discord.Message | None:
         me = self.client.user
+        if me is None:
+            return None
+        channel = self.notices.channel(job)
+        if job.result_id is not None:
+            with contextlib.suppress(discord.NotFound):
+                saved = await channel.fetch_message(job.result_id)
+                if is_result(saved, job, me.id):
+                    log.info("job %s: its saved result message is there", job.id)
+                    return saved
         since = dt.datetime.fromtimestamp(job.created - 60, tz=dt.UTC)
-        after = discord.Object(
+        anchor = discord.Object(
             job.status_id or job.source_id or discord.utils.time_snowflake(since)
         )
-        marker = f"(job `{job.id}`)"
-        try:
-            async for message in self.notices.channel(job).history(limit=100, after=after):
-                if me is not None and message.author.id == me.id and marker in message.content:
-                    log.info("job %s: its result was already posted", job.id)
-                    return message
-        except discord.HTTPException as exc:
-            log.warning("job %s: could not read the channel's history: %s", job.id, exc)
+        async for message in channel.history(limit=None, after=anchor, oldest_first=False):
+            if is_result(message, job, me.id):
+                log.info("job %s: its result was already posted", job.id)
+                return message
         return None
 
     async def _upload(self, job: Job) -> discord.Message:
         png, copies = await asyncio.to_thread(self.journal.result, job)
         meta = json.loads(copies.pop("meta.json", b"{}"))
         animation = copies.pop(TIMELAPSE, None)  # encoded by the painter within its budget
+        # one over the budget (painted before the budget had a cap) never crowds out the picture
+        kept = (
+            animation
+            if animation and len(animation) <= timelapse_budget(job.upload_limit)
+            else None
+        )
         channel = self.notices.channel(job)
         header = (
-            f"<@{job.owner_id}> here is your painting (job `{job.id}`).\n"
-            f"-# {job.options.summary()} · {meta.get('width')}×{meta.get('height')} · "
+            f"{result_header(job)}\n-# {job.options.summary()} · "
+            f"{meta.get('width')}×{meta.get('height')} · "
             f"{progress.duration(meta.get('seconds', 0))} on {meta.get('device', '?')}"
         )
         reference = (
@@ -254,7 +313,7 @@ class Delivery:
         )
         # Input copies share the message with the result: each file within the per-file limit,
         # all of them within Discord's total per message; refitted when a 413 lowers the limit.
-        total = MESSAGE_TOTAL - len(animation or b"")
+        total = MESSAGE_TOTAL - len(kept or b"")
         per_file = min(job.upload_limit, total // (1 + len(copies)))
         fitted: list[Encoded] = []
 
@@ -265,7 +324,7 @@ class Delivery:
                     for name, data in copies.items()
                 ]
             note = f" · {encoded.note}" if encoded.note else ""
-            extra = [] if animation is None or len(animation) > limit else [animation]
+            extra = [] if kept is None or len(kept) > limit else [kept]
             if animation is not None and not extra:
                 note += " · the timelapse was too large for this channel"
 

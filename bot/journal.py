@@ -278,11 +278,15 @@ class Journal:
         for name, value in changes.items():
             setattr(job, name, value)
 
-    def end(self, job: Job, state: str, error: str | None = None) -> None:
-        """Record how the job ended and delete its files."""
+    def end(
+        self, job: Job, state: str, error: str | None = None, result_id: int | None = None
+    ) -> None:
+        """Record how the job ended (with its result message, in the same transaction), then
+        delete its files."""
         if state not in ENDED:
             raise ValueError(f"{state!r} is not an end state")
-        self.update(job, state=state, error=error)
+        result = {} if result_id is None else {"result_id": result_id}
+        self.update(job, state=state, error=error, **result)
         shutil.rmtree(self.jobs_dir / job.id, ignore_errors=True)
 
     def unfinished(self) -> list[Job]:

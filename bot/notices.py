@@ -69,6 +69,9 @@ class Notices:
         """The job came back after a restart: its status says so until it ends."""
         self._resumed.add(job.id)
 
+    def was_resumed(self, job: Job) -> bool:
+        return job.id in self._resumed
+
     def summary(self, job: Job) -> str:
         resumed = f"\n{RESUMED}" if job.id in self._resumed else ""
         return f"-# {job.options.summary()}{resumed}"

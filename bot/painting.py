@@ -14,15 +14,15 @@ import json
 import logging
 from typing import Any
 
-from bot import journal
-from bot.delivery import TIMELAPSE, Delivery
+from bot import ending, journal
+from bot.delivery import TIMELAPSE, Delivery, timelapse_budget
 from bot.errors import friendly
 from bot.journal import Job, Journal
 from bot.notices import PAUSED, Notices
 from bot.options import IMAGE
 from bot.settings import Settings
 from nst_engine import styles
-from nst_engine.api import MIN_TIMELAPSE_BYTES, Cancelled, Engine, StyleRequest, StyleSource
+from nst_engine.api import Cancelled, Engine, StyleRequest, StyleSource
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +91,7 @@ class Painting:
             input_copies=job.inputs_on_result,
             init=self.journal.start(job),
             timelapse=o.timelapse,
-            # the animation rides beside the result: half of what one file may weigh
-            timelapse_max_bytes=max(MIN_TIMELAPSE_BYTES, job.upload_limit // 2),
+            timelapse_max_bytes=timelapse_budget(job.upload_limit),
         )
 
     async def paint(self, job: Job) -> None:
@@ -130,10 +129,20 @@ class Painting:
         copies["meta.json"] = json.dumps(meta).encode()
         if result.timelapse is not None:
             copies[TIMELAPSE] = result.timelapse
-        await asyncio.to_thread(self.journal.save_result, job, result.image, copies)
         self.jobs.pop(job.id, None)
+        try:
+            await asyncio.to_thread(self.journal.save_result, job, result.image, copies)
+        except Exception as exc:  # a full disk (OSError) or a failing database (sqlite3.Error)
+            log.error("job %s: could not store the painting: %r", job.id, exc)
+            text = (
+                f"⚠️ Job `{job.id}` was painted, but I couldn't store the picture "
+                "(disk or database trouble on my side). Please ask again."
+            )
+            await ending.end(self.journal, self.notices, job, journal.FAILED, text, error=repr(exc))
+            return
         log.info("job %s: painted in %.1f s on %s", job.id, result.seconds, result.device)
-        self.delivery.start(job)
+        # a job taken up after a restart may have been delivered before a power cut undid that
+        self.delivery.start(job, resumed=self.notices.was_resumed(job))
 
     async def _not_painted(self, job: Job, exc: BaseException) -> None:
         if isinstance(exc, Cancelled) and self.stopping and job.state == journal.PAINTING:
@@ -143,10 +152,11 @@ class Painting:
         self.jobs.pop(job.id, None)
         if isinstance(exc, Cancelled):
             log.info("job %s: cancelled", job.id)
-            self.journal.end(job, journal.CANCELLED)
             text = f"🛑 Job `{job.id}` was cancelled."
+            await ending.end(self.journal, self.notices, job, journal.CANCELLED, text)
         else:
             log.warning("job %s: failed: %r", job.id, exc)
             text = f"Job `{job.id}`: {friendly(exc)}"
-            self.journal.end(job, journal.FAILED, error=str(exc))
-        await self.notices.tell(job, text)
+            await ending.end(
+                self.journal, self.notices, job, journal.FAILED, text, error=str(exc) or repr(exc)
+            )

@@ -14,11 +14,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from typing import Any
 
 import discord
 
-from bot import journal
+from bot import ending, journal
 from bot.ask import Ask, missing_permissions
 from bot.buttons import cancel_view
 from bot.delivery import Delivery, Retry
@@ -28,7 +27,7 @@ from bot.journal import Job, Journal
 from bot.notices import PAUSED, Notices
 from bot.options import IMAGE, Options
 from bot.painting import Painting
-from bot.scheduler import Limits, Scheduler
+from bot.scheduler import Limits, Place, Scheduler
 from bot.settings import Settings
 from bot.traffic import Traffic
 from nst_engine import styles
@@ -153,6 +152,22 @@ class Studio:
             await ask.front.refuse(friendly(exc))
             return None
         try:
+            job = await self._accept(ask, place)
+        finally:
+            self.scheduler.queue.release(place)  # a no-op once the queue holds the job there
+        if job is None:
+            return None
+        ready = self._ready[job.id]
+        try:
+            await self._answer(ask, job)
+        finally:
+            ready.set()  # whatever became of its first answer, a painter may start it now
+        return job
+
+    async def _accept(self, ask: Ask, place: Place) -> Job | None:
+        """Download the ask's inputs, journal the job and queue it in `place`; None (and the
+        asker told why) when that fails."""
+        try:
             await ask.front.acknowledge()
             photo = await self.downloader.read(ask.photo)
             attached = [await self.downloader.read(att) for att in ask.style_images]
@@ -161,7 +176,6 @@ class Studio:
             if not self.scheduler.accepting:
                 raise InputError("The bot is restarting and is not taking new jobs right now.")
         except Exception as exc:
-            self.scheduler.queue.release(place)
             await ask.front.refuse(friendly(exc))
             return None
         job = Job(
@@ -174,16 +188,19 @@ class Studio:
             source_id=ask.source_id,
             reply_to_id=ask.source_id,
             inputs_on_result=ask.inputs_on_result,
+            state=journal.WAITING,  # journalled as waiting: queued in the same step
         )
         try:
             await asyncio.to_thread(self.journal.add, job, photo, style_files, start)
-        except OSError as exc:
-            self.scheduler.queue.release(place)
-            log.error("job %s: could not journal it: %s", job.id, exc)
+        except Exception as exc:  # a full disk (OSError) or a failing database (sqlite3.Error)
+            log.error("job %s: could not journal it: %r", job.id, exc)
             await ask.front.refuse("⚠️ I couldn't store your job (disk trouble); please try again.")
             return None
-        del photo, attached, style_files, start
-        ready = self._queue(job, place)
+        self._queue(job, place)
+        return job
+
+    async def _answer(self, ask: Ask, job: Job) -> None:
+        """The job's first answer: its place in the queue, or that it starts."""
         position = self.scheduler.queue.positions().get(job.id)
         try:
             status_id = await ask.front.answer(
@@ -193,14 +210,12 @@ class Studio:
             log.warning("job %s: the first answer failed: %r", job.id, exc)
             status_id = None
         if status_id is not None:
-            self.journal.update(job, status_id=status_id)
-            if job.reply_to_id is None:
-                self.journal.update(job, reply_to_id=status_id)
+            replied = {} if job.reply_to_id is not None else {"reply_to_id": status_id}
+            ending.write(self.journal, job, status_id=status_id, **replied)
             self.notices.attach(job)
             if self.painting.stopping and job.state == journal.WAITING:
                 # a shutdown kept it for the next start before its status existed
                 await self.notices.finish(job, PAUSED)
-        ready.set()
         log.info(
             "job %s: accepted for user %s in guild %s (%s), position %s",
             job.id,
@@ -209,11 +224,9 @@ class Studio:
             job.options.summary(),
             position or "painting",
         )
-        return job
 
-    def _queue(self, job: Job, place: Any) -> asyncio.Event:
-        """Queue a journalled job; a painter starts it once the returned event is set."""
-        self.journal.update(job, state=journal.WAITING)
+    def _queue(self, job: Job, place: Place | None) -> asyncio.Event:
+        """Queue a journalled waiting job; a painter starts it once the returned event is set."""
         self.jobs[job.id] = job
         ready = self._ready[job.id] = asyncio.Event()
         self.scheduler.submit(job, place)
@@ -221,6 +234,8 @@ class Studio:
 
     def requeue(self, job: Job) -> None:
         """Queue a job taken up from the journal after a restart (no caps, no first answer)."""
+        if job.state != journal.WAITING:
+            ending.write(self.journal, job, state=journal.WAITING)
         self._queue(job, None).set()
 
     def show_places(self) -> None:
@@ -274,12 +289,12 @@ class Studio:
         if self.scheduler.cancel_waiting(job):
             self.jobs.pop(job.id, None)
             self._ready.pop(job.id, None)
-            self.journal.end(job, journal.CANCELLED)
+            ending.record(self.journal, job, journal.CANCELLED)
             log.info("job %s: removed from the queue", job.id)
             text = f"🛑 Job `{job.id}` was cancelled before it started."
             self.notices.background(self.notices.tell(job, text))
             return
-        self.journal.update(job, state=journal.CANCELLED)  # ends when the painter stops
+        ending.write(self.journal, job, state=journal.CANCELLED)  # ends when the painter stops
         await self.painting.cancel(job)
 
     async def cancel_from_button(self, interaction: discord.Interaction, job_id: str) -> None:
