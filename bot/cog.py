@@ -12,7 +12,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import ask, intake
+from bot import ask, intake, recipes
 from bot.engine import describe_engine
 from bot.options import (
     MAX_SEED,
@@ -22,7 +22,7 @@ from bot.options import (
     blend_text,
     check_style_name,
     parse_blend,
-    parse_words,
+    parse_given,
 )
 from bot.pictures import Pictures
 from nst_engine import gallery, images, styles
@@ -83,6 +83,7 @@ class StyleCog(commands.Cog, name="Stylize"):
         keep_colors="Keep the photo's own colours",
         seed="Change this for a different variation",
         timelapse="Also attach an animation of the painting forming",
+        recipe="A result's recipe:CODE, to paint with the same styles and options",
     )
     async def stylize(
         self,
@@ -97,35 +98,54 @@ class StyleCog(commands.Cog, name="Stylize"):
         keep_colors: bool | None = None,
         seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
         timelapse: bool | None = None,
+        recipe: str | None = None,
     ) -> None:
         """Paint a photo in the style of a painting, of other pictures, or a blend of them."""
         studio = self.bot.studio
         guild_id = ctx.guild.id if ctx.guild else None
+        names = studio.journal.style_names(guild_id)
         if ctx.interaction is None:
-            words = self._words_after_command(ctx)
-            options = parse_words(words, studio.journal.style_names(guild_id))
+            code, words = recipes.split_words(self._words_after_command(ctx))
+            options, kept = await self._with_recipe(code, parse_given(words, names), guild_id)
             options = studio.resolve(options, guild_id)
             the_ask = await ask.from_message(
                 ctx.message, ctx.me, options, studio.limits, studio.traffic
             )
         else:
-            options = studio.resolve(
-                Options(
-                    style=blend_text(parse_blend(style)) if style else None,
-                    strength=1.0 if strength is None else strength,
-                    size=size,
-                    quality=quality,
-                    keep_colors=bool(keep_colors),
-                    seed=seed or 0,
-                    timelapse=bool(timelapse),
-                ),
-                guild_id,
+            given = {
+                "style": blend_text(parse_blend(style)) if style else None,
+                "strength": strength,
+                "size": size,
+                "quality": quality,
+                "keep_colors": keep_colors,
+                "seed": seed,
+                "timelapse": timelapse,
+            }
+            code = None if recipe is None else recipes.code_in(recipe)
+            options, kept = await self._with_recipe(
+                code, {k: v for k, v in given.items() if v is not None}, guild_id
             )
+            options = studio.resolve(options, guild_id)
             if photo is None:
                 raise InputError("Attach a photo in the `photo` option.")
             attached = [a for a in (photo, style_image, style_image2) if a is not None]
             the_ask = ask.from_interaction(ctx.interaction, options, attached, studio.limits)
+        the_ask.kept_styles = kept
+        the_ask.inputs_on_result = the_ask.inputs_on_result or bool(kept)  # for its buttons
         await studio.take(the_ask)
+
+    async def _with_recipe(
+        self, code: str | None, given: dict[str, object], guild_id: int | None
+    ) -> tuple[Options, list[bytes]]:
+        """The options `given`, on top of the recipe `code` if any, and its picture copies."""
+        if code is None:
+            return Options(**given), []  # type: ignore[arg-type]
+        journal = self.bot.studio.journal
+        found, pictures = await asyncio.to_thread(
+            journal.recipes.use, code, guild_id, journal.style_names(guild_id)
+        )
+        options, count = recipes.apply(found, given)
+        return options, pictures[:count]
 
     @stylize.autocomplete("style")
     async def _style_autocomplete(

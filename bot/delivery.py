@@ -240,11 +240,8 @@ class Delivery:
         meta = json.loads(copies.pop("meta.json", b"{}"))
         animation = copies.pop(TIMELAPSE, None)  # encoded by the painter within its budget
         channel = self.notices.channel(job)
-        header = (
-            f"<@{job.owner_id}> here is your painting (job `{job.id}`).\n"
-            f"-# {job.options.summary()} · {meta.get('width')}×{meta.get('height')} · "
-            f"{progress.duration(meta.get('seconds', 0))} on {meta.get('device', '?')}"
-        )
+        code = await asyncio.to_thread(self._keep_recipe, job, meta)
+        header = result_header(job, meta, code)
         reference = (
             discord.MessageReference(
                 message_id=job.reply_to_id, channel_id=job.channel_id, fail_if_not_exists=False
@@ -277,7 +274,11 @@ class Delivery:
                     header + note,
                     files=files,
                     view=result_view(
-                        job.owner_id, job.source_id, job.options, job.id, self.max_size
+                        job.owner_id,
+                        None if job.inputs_on_result else job.source_id,  # inputs ride along
+                        job.options,
+                        job.id,
+                        self.max_size,
                     ),
                     reference=reference,  # type: ignore[arg-type]
                     allowed_mentions=discord.AllowedMentions(users=True, replied_user=False),
@@ -288,3 +289,19 @@ class Delivery:
 
         message, _ = await send_fitted(send, png, per_file, job_id=job.id, retry=self.retry)
         return message
+
+    def _keep_recipe(self, job: Job, meta: dict[str, Any]) -> str:
+        """The job's recipe code (kept on its first delivery attempt, with its picture styles)."""
+        _, style_files = self.journal.inputs(job)
+        return self.journal.recipes.keep(job.id, job.guild_id, job.options, style_files, meta)
+
+
+def result_header(job: Job, meta: dict[str, Any], code: str) -> str:
+    """A result's text: who it is for, the job id (how a restart finds it), how it was painted
+    and its recipe, exactly `recipe:CODE`, to paste back."""
+    return (
+        f"<@{job.owner_id}> here is your painting (job `{job.id}`).\n"
+        f"-# {job.options.summary()} · {meta.get('width')}×{meta.get('height')} · "
+        f"{progress.duration(meta.get('seconds', 0))} on {meta.get('device', '?')} · "
+        f"`recipe:{code}`"
+    )

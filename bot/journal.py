@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bot.options import Options
+from bot.recipes import RecipeBook
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +201,7 @@ class Journal:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(SCHEMA)
+        self.recipes = RecipeBook(self.dir / "stylebot.db", keep_days=keep_days)
 
     def _execute(self, sql: str, params: tuple[object, ...] = ()) -> sqlite3.Cursor:
         with self._lock:
@@ -210,6 +212,7 @@ class Journal:
             return self._db.execute(sql, params).fetchall()
 
     def close(self) -> None:
+        self.recipes.close()
         with self._lock:
             self._db.close()
 
@@ -406,4 +409,14 @@ class Journal:
         for folder in self.jobs_dir.iterdir():
             if folder.name not in live and (not orphan_age or _age(folder, now) > orphan_age):
                 shutil.rmtree(folder, ignore_errors=True)
+        self.recipes.prune(now)
         return cursor.rowcount
+
+    def recent(self, owner_id: int, guild_id: int | None, limit: int = 10) -> list[Job]:
+        """A user's last `limit` jobs in a server (`guild_id` None: anywhere), newest first."""
+        where = "owner_id = ?" + ("" if guild_id is None else " AND guild_id = ?")
+        params = (owner_id,) if guild_id is None else (owner_id, guild_id)
+        rows = self._rows(
+            f"SELECT {_COLUMNS} FROM jobs WHERE {where} ORDER BY seq DESC LIMIT ?", (*params, limit)
+        )
+        return [_row_to_job(row) for row in rows]

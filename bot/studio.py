@@ -110,7 +110,7 @@ class Studio:
         """The job's style image files in blend order: each attached style image, and a copy of
         each server style (so a job in the queue survives its style being removed)."""
         files = []
-        pending = iter(attached)
+        pending = iter([*ask.kept_styles, *attached])
         for part in ask.options.parts():
             if part.name == IMAGE:
                 files.append(next(pending))
