@@ -20,6 +20,7 @@ import datetime as dt
 import io
 import json
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -290,18 +291,23 @@ class Delivery:
         message, _ = await send_fitted(send, png, per_file, job_id=job.id, retry=self.retry)
         return message
 
-    def _keep_recipe(self, job: Job, meta: dict[str, Any]) -> str:
-        """The job's recipe code (kept on its first delivery attempt, with its picture styles)."""
-        _, style_files = self.journal.inputs(job)
-        return self.journal.recipes.keep(job.id, job.guild_id, job.options, style_files, meta)
+    def _keep_recipe(self, job: Job, meta: dict[str, Any]) -> str | None:
+        """The job's recipe code (kept on its first delivery attempt, with its picture styles);
+        None when its inputs are unreadable (the result still goes out, without one)."""
+        try:
+            _, style_files = self.journal.inputs(job)
+            return self.journal.recipes.keep(job.id, job.guild_id, job.options, style_files, meta)
+        except (OSError, ValueError, sqlite3.Error) as exc:
+            log.warning("job %s: no recipe kept: %r", job.id, exc)
+            return None
 
 
-def result_header(job: Job, meta: dict[str, Any], code: str) -> str:
+def result_header(job: Job, meta: dict[str, Any], code: str | None) -> str:
     """A result's text: who it is for, the job id (how a restart finds it), how it was painted
     and its recipe, exactly `recipe:CODE`, to paste back."""
+    recipe = "" if code is None else f" · `recipe:{code}`"
     return (
         f"<@{job.owner_id}> here is your painting (job `{job.id}`).\n"
         f"-# {job.options.summary()} · {meta.get('width')}×{meta.get('height')} · "
-        f"{progress.duration(meta.get('seconds', 0))} on {meta.get('device', '?')} · "
-        f"`recipe:{code}`"
+        f"{progress.duration(meta.get('seconds', 0))} on {meta.get('device', '?')}{recipe}"
     )
