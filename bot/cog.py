@@ -46,9 +46,13 @@ join in; up to {max_styles} styles).
 **Server styles**: `{p}style add NAME` (with an image) · `{p}style remove NAME` (both need \
 Manage Server) · `{p}style list`.
 The same works as `@{name} stylize ...` and as slash commands (`/stylize`, `/style add`, ...).
-Other commands: `styles` (the styles), `queue` (your jobs), `cancel [job]`, `about`.
+Other commands: `styles` (the styles), `queue` (your jobs), `history` (your last jobs), \
+`cancel [job]`, `about`.
 Under each result: **Stronger**, **Subtler**, **Keep colours**/**Full colour**, **New seed**, \
-**Bigger** (twice the size, from that very picture)."""
+**Bigger** (twice the size, from that very picture), **ℹ️ About** (how it was made).
+**Recipes**: each result shows `recipe:CODE`; `{p}stylize recipe:CODE` with a photo paints it \
+the same way (options after it change that). **Apps**: right-click a picture or a member → \
+Apps → **Stylize** / **Stylize avatar**."""
 
 CREDITS = """\
 **stylebot** paints with neural style transfer (Gatys, Ecker and Bethge, 2015–16): it optimises \
