@@ -39,8 +39,13 @@ HINT = (
     "attach the style picture, or use `/stylize` with `photo` and `style_image`. A result's "
     "`recipe:CODE` works too: `/stylize recipe:CODE`."
 )
-TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "webp": "image/webp"}
-TYPES["gif"] = "image/gif"
+TYPES = {
+    "png": "image/png",
+    "jpg": "image/jpeg",
+    "jpeg": "image/jpeg",
+    "webp": "image/webp",
+    "gif": "image/gif",
+}
 
 
 @dataclass(frozen=True)
