@@ -10,6 +10,7 @@ import io
 import re
 import sqlite3
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from PIL import Image
 
 from bot import recipes
 from bot.app import StyleBot
+from bot.apps import avatar_of, pictures_of
+from bot.intake import IntakeLimits, check_attachment
 from bot.journal import DELIVERED, Job, Journal
 from bot.options import Options
 from nst_engine import styles
@@ -117,6 +120,32 @@ def test_recipes_live_in_the_journal_and_are_pruned_with_their_jobs_unless_used(
     assert journal.recipes.get(code) is not None and journal.recipes.get(unused) is None
     assert (tmp_path / "recipes" / code).is_dir() and not (tmp_path / "recipes" / unused).exists()
     journal.close()
+
+
+@dataclass
+class Posted:
+    """What `pictures_of` reads of a message (fakecord's users post no embeds)."""
+
+    attachments: list[Any] = field(default_factory=list)
+    embeds: list[dpy.Embed] = field(default_factory=list)
+
+
+def test_an_embeds_image_is_a_picture_fetched_through_discords_media_proxy() -> None:
+    linked = dpy.Embed.from_dict(
+        {
+            "type": "image",
+            "thumbnail": {
+                "url": "https://example.com/cat.webp",
+                "proxy_url": "https://media.discordapp.net/external/abc/https/example.com/cat.webp",
+                "width": 320,
+                "height": 200,
+            },
+        }
+    )
+    [found] = pictures_of(Posted(embeds=[dpy.Embed(title="words only"), linked]))  # type: ignore[arg-type]
+    assert found.url.startswith("https://media.discordapp.net/external/")
+    assert (found.content_type, found.width, found.height) == ("image/webp", 320, 200)
+    check_attachment(found, IntakeLimits())  # Discord's media proxy is on the allow-list
 
 
 # ---------------------------------------------------------------- helpers
@@ -235,7 +264,7 @@ async def test_apps_refuse_a_message_without_a_picture_and_a_missing_permission(
 
 @e2e
 async def test_stylize_avatar_paints_the_members_avatar_from_the_cdn(world) -> None:
-    discord, _ = world
+    discord, bot = world
     eva, fin = discord.add_user("eva"), discord.add_user("fin", avatar=FACE)
     used = await discord.user_command(eva, "Stylize avatar", fin)
     shown, custom_id, values = await offered(discord, used)
@@ -243,6 +272,7 @@ async def test_stylize_avatar_paints_the_members_avatar_from_the_cdn(world) -> N
     await discord.select(eva, shown, custom_id, ["the-scream"])
     result = await next_painting(discord, eva)
     assert discord.avatar_fetches == {fin.id: 1}
+    assert avatar_of(await bot.fetch_user(fin.id)).url.endswith("?size=4096")  # the largest
     assert [f.filename for f in result.files] == ["stylized.png", "photo.png"]
     with Image.open(io.BytesIO(result.files[1].data)) as copy:
         assert max(copy.size) == 64  # the avatar (96 px) at the job's size
