@@ -278,6 +278,17 @@ async def test_stylize_avatar_paints_the_members_avatar_from_the_cdn(world) -> N
         assert max(copy.size) == 64  # the avatar (96 px) at the job's size
 
 
+@e2e
+async def test_the_download_allow_list_applies_to_avatars(engine: ProcessPoolEngine) -> None:
+    async with FakeDiscord(rate_limit=RELAXED) as discord:
+        ola, pia = discord.add_user("ola"), discord.add_user("pia", avatar=FACE)
+        async with running_bot(discord, engine, download_hosts=("cdn.discordapp.com",)):
+            used = await discord.user_command(ola, "Stylize avatar", pia)
+            line = (await answer(discord, used, "Discord's CDN")).content
+            assert line.startswith("❌") and used.ephemeral and not components(used.messages[0])
+        assert discord.avatar_fetches == {}
+
+
 # ---------------------------------------------------------------- recipes
 
 
