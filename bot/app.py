@@ -9,10 +9,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.buttons import CancelButton, ResultButton
+from bot.apps import AppsCog, StyleSelect
+from bot.buttons import AboutButton, CancelButton, ResultButton
 from bot.cog import StyleCog
 from bot.engine import start_engine
 from bot.errors import friendly
+from bot.history import HistoryCog
 from bot.journal import Journal
 from bot.lag import LagMonitor
 from bot.lifecycle import Lifecycle
@@ -70,8 +72,10 @@ class StyleBot(commands.Bot):
             self.engine, self.settings, self, self.journal, slots=slots, traffic=self.traffic
         )
         self.lifecycle = Lifecycle(self.studio, self.engine)
-        self.add_dynamic_items(ResultButton, CancelButton)
+        self.add_dynamic_items(ResultButton, CancelButton, AboutButton, StyleSelect)
         await self.add_cog(StyleCog(self))
+        await self.add_cog(AppsCog(self))
+        await self.add_cog(HistoryCog(self))
         self.tree.on_error = self.on_app_command_error
         if self.settings.sync_commands:
             synced = await self.tree.sync()
@@ -98,9 +102,9 @@ class StyleBot(commands.Bot):
         assert self.journal is not None
         if not self.intents.guilds:  # without it the bot knows of no server at all
             return
-        departed = await asyncio.to_thread(self.journal.guilds_with_styles)
+        departed = await asyncio.to_thread(self.journal.styles.guilds)
         for guild_id in departed - {guild.id for guild in self.guilds}:
-            removed = await asyncio.to_thread(self.journal.forget_guild, guild_id)
+            removed = await asyncio.to_thread(self.journal.styles.forget_guild, guild_id)
             log.info("no longer in guild %s: removed its %d style(s)", guild_id, removed)
 
     async def housekeeping(self) -> None:

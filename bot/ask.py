@@ -10,7 +10,7 @@ interaction). `Studio.take(ask)` does the rest, the same way for all of them.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import discord
@@ -144,6 +144,8 @@ class Ask:
     source_id: int | None = None  # the user's message, which results reply to
     inputs_on_result: bool = False  # no message holds the inputs: carry them on the result
     start: AttachmentLike | None = None  # Bigger: the earlier result the painting starts from
+    # a recipe's picture-style copies: its blend's first `~` parts, before any attached image
+    kept_styles: list[bytes] = field(default_factory=list)
 
 
 def _checked(

@@ -12,7 +12,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import ask, intake
+from bot import ask, intake, recipes
 from bot.engine import describe_engine
 from bot.options import (
     MAX_SEED,
@@ -22,7 +22,7 @@ from bot.options import (
     blend_text,
     check_style_name,
     parse_blend,
-    parse_words,
+    parse_given,
 )
 from bot.pictures import Pictures
 from nst_engine import gallery, images, styles
@@ -46,9 +46,13 @@ join in; up to {max_styles} styles).
 **Server styles**: `{p}style add NAME` (with an image) · `{p}style remove NAME` (both need \
 Manage Server) · `{p}style list`.
 The same works as `@{name} stylize ...` and as slash commands (`/stylize`, `/style add`, ...).
-Other commands: `styles` (the styles), `queue` (your jobs), `cancel [job]`, `about`.
+Other commands: `styles` (the styles), `queue` (your jobs), `history` (your last jobs), \
+`cancel [job]`, `about`.
 Under each result: **Stronger**, **Subtler**, **Keep colours**/**Full colour**, **New seed**, \
-**Bigger** (twice the size, from that very picture)."""
+**Bigger** (twice the size, from that very picture), **ℹ️ About** (how it was made).
+**Recipes**: each result shows `recipe:CODE`; `{p}stylize recipe:CODE` with a photo paints it \
+the same way (options after it change that). **Apps**: right-click a picture or a member → \
+Apps → **Stylize** / **Stylize avatar**."""
 
 CREDITS = """\
 **stylebot** paints with neural style transfer (Gatys, Ecker and Bethge, 2015–16): it optimises \
@@ -83,6 +87,7 @@ class StyleCog(commands.Cog, name="Stylize"):
         keep_colors="Keep the photo's own colours",
         seed="Change this for a different variation",
         timelapse="Also attach an animation of the painting forming",
+        recipe="A result's recipe:CODE, to paint with the same styles and options",
     )
     async def stylize(
         self,
@@ -97,35 +102,54 @@ class StyleCog(commands.Cog, name="Stylize"):
         keep_colors: bool | None = None,
         seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
         timelapse: bool | None = None,
+        recipe: str | None = None,
     ) -> None:
         """Paint a photo in the style of a painting, of other pictures, or a blend of them."""
         studio = self.bot.studio
         guild_id = ctx.guild.id if ctx.guild else None
+        names = studio.journal.styles.names(guild_id)
         if ctx.interaction is None:
-            words = self._words_after_command(ctx)
-            options = parse_words(words, studio.journal.style_names(guild_id))
+            code, words = recipes.split_words(self._words_after_command(ctx))
+            options, kept = await self._with_recipe(code, parse_given(words, names), guild_id)
             options = studio.resolve(options, guild_id)
             the_ask = await ask.from_message(
                 ctx.message, ctx.me, options, studio.limits, studio.traffic
             )
         else:
-            options = studio.resolve(
-                Options(
-                    style=blend_text(parse_blend(style)) if style else None,
-                    strength=1.0 if strength is None else strength,
-                    size=size,
-                    quality=quality,
-                    keep_colors=bool(keep_colors),
-                    seed=seed or 0,
-                    timelapse=bool(timelapse),
-                ),
-                guild_id,
+            given = {
+                "style": blend_text(parse_blend(style)) if style else None,
+                "strength": strength,
+                "size": size,
+                "quality": quality,
+                "keep_colors": keep_colors,
+                "seed": seed,
+                "timelapse": timelapse,
+            }
+            code = None if recipe is None else recipes.code_in(recipe)
+            options, kept = await self._with_recipe(
+                code, {k: v for k, v in given.items() if v is not None}, guild_id
             )
+            options = studio.resolve(options, guild_id)
             if photo is None:
                 raise InputError("Attach a photo in the `photo` option.")
             attached = [a for a in (photo, style_image, style_image2) if a is not None]
             the_ask = ask.from_interaction(ctx.interaction, options, attached, studio.limits)
+        the_ask.kept_styles = kept
+        the_ask.inputs_on_result = the_ask.inputs_on_result or bool(kept)  # for its buttons
         await studio.take(the_ask)
+
+    async def _with_recipe(
+        self, code: str | None, given: dict[str, object], guild_id: int | None
+    ) -> tuple[Options, list[bytes]]:
+        """The options `given`, on top of the recipe `code` if any, and its picture copies."""
+        if code is None:
+            return Options(**given), []  # type: ignore[arg-type]
+        journal = self.bot.studio.journal
+        found, pictures = await asyncio.to_thread(
+            journal.recipes.use, code, guild_id, journal.styles.names(guild_id)
+        )
+        options, count = recipes.apply(found, given)
+        return options, pictures[:count]
 
     @stylize.autocomplete("style")
     async def _style_autocomplete(
@@ -146,7 +170,7 @@ class StyleCog(commands.Cog, name="Stylize"):
         ]
         found += [
             app_commands.Choice(name=f"{head}{name} (this server's)"[:100], value=head + name)
-            for name in sorted(self.bot.studio.journal.style_names(interaction.guild_id))
+            for name in sorted(self.bot.studio.journal.styles.names(interaction.guild_id))
             if key in name
         ]
         return found[:25]
@@ -176,7 +200,7 @@ class StyleCog(commands.Cog, name="Stylize"):
         text = "**Built-in styles** (use the name after `stylize`):\n" + "\n".join(lines)
         files = [discord.File(io.BytesIO(self._gallery), filename="styles.jpg")]
         journal = self.bot.studio.journal
-        own = journal.styles_of(ctx.guild.id if ctx.guild else None)
+        own = journal.styles.of(ctx.guild.id if ctx.guild else None)
         if own:
             names = ", ".join(f"`{s.name}`" for s in own)
             text += f"\n**This server's styles**: {names}"
@@ -211,7 +235,7 @@ class StyleCog(commands.Cog, name="Stylize"):
         guild = self._managed_guild(ctx)
         name = check_style_name(name)
         journal = self.bot.studio.journal
-        known = journal.style_names(guild.id)
+        known = journal.styles.names(guild.id)
         if name in known:
             raise InputError(f"This server already has a style `{name}`; remove it first.")
         if len(known) >= MAX_SERVER_STYLES:
@@ -228,7 +252,7 @@ class StyleCog(commands.Cog, name="Stylize"):
             data, max_bytes=s.max_attachment_bytes, max_pixels=s.max_pixels, long_side=s.max_size
         )
         stored = await asyncio.to_thread(
-            journal.add_style, guild.id, name, png, ctx.author.id, MAX_SERVER_STYLES
+            journal.styles.add, guild.id, name, png, ctx.author.id, MAX_SERVER_STYLES
         )
         if not stored:
             raise InputError(f"This server has {MAX_SERVER_STYLES} styles already.")
@@ -243,7 +267,7 @@ class StyleCog(commands.Cog, name="Stylize"):
         """Remove one of this server's styles (Manage Server)."""
         guild = self._managed_guild(ctx)
         key = name.strip().lower()
-        if not await asyncio.to_thread(self.bot.studio.journal.remove_style, guild.id, key):
+        if not await asyncio.to_thread(self.bot.studio.journal.styles.remove, guild.id, key):
             raise InputError(f"This server has no style `{key}`.")
         log.info("guild %s: style %s removed by %s", guild.id, key, ctx.author.id)
         await ctx.reply(f"🗑️ Removed the style `{key}`.", mention_author=False)
@@ -253,7 +277,7 @@ class StyleCog(commands.Cog, name="Stylize"):
         """This server's own styles."""
         if ctx.guild is None:
             raise InputError("Server styles only exist in a server.")
-        own = self.bot.studio.journal.styles_of(ctx.guild.id)
+        own = self.bot.studio.journal.styles.of(ctx.guild.id)
         if not own:
             text = "This server has no styles of its own yet (`style add NAME` with an image)."
         else:
@@ -268,7 +292,7 @@ class StyleCog(commands.Cog, name="Stylize"):
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
         key = current.strip().lower()
-        names = sorted(self.bot.studio.journal.style_names(interaction.guild_id))
+        names = sorted(self.bot.studio.journal.styles.names(interaction.guild_id))
         return [app_commands.Choice(name=n, value=n) for n in names if key in n][:25]
 
     @staticmethod
@@ -281,7 +305,7 @@ class StyleCog(commands.Cog, name="Stylize"):
 
     @commands.Cog.listener()
     async def on_guild_remove(self, guild: discord.Guild) -> None:
-        removed = await asyncio.to_thread(self.bot.studio.journal.forget_guild, guild.id)
+        removed = await asyncio.to_thread(self.bot.studio.journal.styles.forget_guild, guild.id)
         log.info("left guild %s: removed its %d style(s)", guild.id, removed)
 
     @commands.hybrid_command(name="queue")

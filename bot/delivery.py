@@ -299,11 +299,8 @@ class Delivery:
             else None
         )
         channel = self.notices.channel(job)
-        header = (
-            f"{result_header(job)}\n-# {job.options.summary()} · "
-            f"{meta.get('width')}×{meta.get('height')} · "
-            f"{progress.duration(meta.get('seconds', 0))} on {meta.get('device', '?')}"
-        )
+        code = await asyncio.to_thread(self._keep_recipe, job, meta)
+        header = result_text(job, meta, code)
         reference = (
             discord.MessageReference(
                 message_id=job.reply_to_id, channel_id=job.channel_id, fail_if_not_exists=False
@@ -336,7 +333,11 @@ class Delivery:
                     header + note,
                     files=files,
                     view=result_view(
-                        job.owner_id, job.source_id, job.options, job.id, self.max_size
+                        job.owner_id,
+                        None if job.inputs_on_result else job.source_id,  # inputs ride along
+                        job.options,
+                        job.id,
+                        self.max_size,
                     ),
                     reference=reference,  # type: ignore[arg-type]
                     allowed_mentions=discord.AllowedMentions(users=True, replied_user=False),
@@ -347,3 +348,24 @@ class Delivery:
 
         message, _ = await send_fitted(send, png, per_file, job_id=job.id, retry=self.retry)
         return message
+
+    def _keep_recipe(self, job: Job, meta: dict[str, Any]) -> str | None:
+        """The job's recipe code (kept on its first delivery attempt, with its picture styles);
+        None when its inputs are unreadable (the result still goes out, without one)."""
+        try:
+            _, style_files = self.journal.inputs(job)
+            return self.journal.recipes.keep(job.id, job.guild_id, job.options, style_files, meta)
+        except (OSError, ValueError, sqlite3.Error) as exc:
+            log.warning("job %s: no recipe kept: %r", job.id, exc)
+            return None
+
+
+def result_text(job: Job, meta: dict[str, Any], code: str | None) -> str:
+    """A result's text: its header (how a restart finds it), how it was painted and its
+    recipe, exactly `recipe:CODE`, to paste back."""
+    recipe = "" if code is None else f" · `recipe:{code}`"
+    return (
+        f"{result_header(job)}\n"
+        f"-# {job.options.summary()} · {meta.get('width')}×{meta.get('height')} · "
+        f"{progress.duration(meta.get('seconds', 0))} on {meta.get('device', '?')}{recipe}"
+    )

@@ -16,6 +16,7 @@ from typing import Any
 
 from bot import ending, journal
 from bot.delivery import TIMELAPSE, Delivery, timelapse_budget
+from bot.engine import describe_engine
 from bot.errors import friendly
 from bot.journal import Job, Journal
 from bot.notices import PAUSED, Notices
@@ -123,6 +124,8 @@ class Painting:
             "height": result.height,
             "seconds": result.seconds,
             "device": result.device,
+            "steps": result.iterations,
+            "engine": describe_engine(self.engine),
         }
         names = ("photo", "style", "style2", "style3", "style4")
         copies = {f"{names[i]}.png": data for i, data in enumerate(result.inputs[:5])}

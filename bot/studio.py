@@ -102,14 +102,14 @@ class Studio:
             default_size=s.default_size,
             max_size=s.max_size,
             default_quality=s.default_quality,
-            server_styles=self.journal.style_names(guild_id),
+            server_styles=self.journal.styles.names(guild_id),
         )
 
     def _style_files(self, ask: Ask, attached: list[bytes]) -> list[bytes]:
         """The job's style image files in blend order: each attached style image, and a copy of
         each server style (so a job in the queue survives its style being removed)."""
         files = []
-        pending = iter(attached)
+        pending = iter([*ask.kept_styles, *attached])
         for part in ask.options.parts():
             if part.name == IMAGE:
                 files.append(next(pending))
@@ -117,7 +117,7 @@ class Studio:
                 found = (
                     None
                     if ask.guild_id is None
-                    else self.journal.style_image(ask.guild_id, part.name)
+                    else self.journal.styles.image(ask.guild_id, part.name)
                 )
                 if found is None:
                     raise InputError(f"This server has no style `{part.name}` (any more).")

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from bot import journal
+from bot import files, journal
 from bot.app import StyleBot
 from bot.delivery import MESSAGE_TOTAL, TIMELAPSE, timelapse_budget
 from tests.fakecord import FakeDiscord
@@ -50,7 +50,7 @@ def journal_locked(data_dir: Path) -> Iterator[None]:
 async def test_a_full_disk_when_the_painting_is_stored_tells_the_owner(
     engine: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_write = journal._write_file
+    real_write = files.write_file
 
     def disk_full(path: Path, data: bytes) -> None:
         if path.name == journal.RESULT:
@@ -58,7 +58,7 @@ async def test_a_full_disk_when_the_painting_is_stored_tells_the_owner(
         real_write(path, data)
 
     async with FakeDiscord() as discord, running_bot(discord, engine, max_iterations=1) as bot:
-        monkeypatch.setattr(journal, "_write_file", disk_full)
+        monkeypatch.setattr(files, "write_file", disk_full)
         [(user, msg)] = await post_jobs(discord, 1)
         status = await discord.wait_for(lambda: status_of(discord, msg), WAIT)
         await discord.wait_for(lambda: "couldn't store the picture" in status.content, WAIT)

@@ -77,15 +77,15 @@ async def test_housekeeping_prunes_and_forgets_servers_left_while_away(engine) -
     async with FakeDiscord(rate_limit=RELAXED) as discord:
         data_dir = Path(settings(discord.token).data_dir)
         before = Journal(data_dir)
-        before.add_style(4242, "gone", PHOTO, 1, 10)  # a server left while the bot was down
-        before.add_style(discord.guild.id, "kept", PHOTO, 1, 10)
+        before.styles.add(4242, "gone", PHOTO, 1, 10)  # a server left while the bot was down
+        before.styles.add(discord.guild.id, "kept", PHOTO, 1, 10)
         before.close()
         cid = discord.add_user("cid")
         async with running_bot(discord, engine, data_dir=data_dir, keep_days=0) as bot:
             journal = bot.studio.journal
-            await discord.wait_for(lambda: not journal.styles_of(4242), WAIT)
+            await discord.wait_for(lambda: not journal.styles.of(4242), WAIT)
             assert not (data_dir / "styles" / "4242").exists()
-            assert [s.name for s in journal.styles_of(discord.guild.id)] == ["kept"]
+            assert [s.name for s in journal.styles.of(discord.guild.id)] == ["kept"]
             # A finished job is pruned by the periodic step, without a restart.
             await discord.post(cid, "!stylize udnie", files=[("cat.png", PHOTO)])
             await next_painting(discord, cid)

@@ -1,7 +1,7 @@
 """The bot's modules import one way, along a job's flow, and none grows past ~400 lines.
 
-    __main__ → app → cog → lifecycle → studio → painting → delivery → ending → notices → buttons
-        → ask
+    __main__ → app → cog, apps, history → lifecycle → studio → painting → delivery → ending
+        → notices → buttons → ask
         → the plain parts (journal, scheduler, traffic, progress, intake, options, errors, ...)
 
 A module may import only modules to its right: delivery never reaches back into painting or
@@ -18,7 +18,7 @@ BOT = Path(__file__).resolve().parent.parent / "bot"
 LAYERS = [
     {"__main__"},
     {"app"},
-    {"cog"},
+    {"cog", "apps", "history"},
     {"lifecycle"},
     {"studio"},
     {"painting"},
