@@ -1,7 +1,12 @@
-"""`stylebot`: run the bot until SIGINT/SIGTERM, with settings from the environment or `.env`."""
+"""`stylebot`: run the bot until SIGINT/SIGTERM, with settings from the environment or `.env`.
+
+`stylebot --check` exits 0 if a bot with the same STYLEBOT_DATA_DIR is logged in and answering
+(its heartbeat is fresh), else 1 with one line saying why: the container's healthcheck.
+"""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import signal
@@ -10,6 +15,7 @@ import sys
 import discord
 from pydantic import ValidationError
 
+from bot import health
 from bot.app import build_bot
 from bot.credentials import TokenHandoffError, hide_from_proc, take_handoff
 from bot.settings import Settings
@@ -58,7 +64,19 @@ def _stop(bot: discord.Client, sig: signal.Signals) -> None:
         asyncio.get_running_loop().create_task(bot.close())
 
 
-def main() -> int:
+def check(settings: Settings) -> int:
+    """0 if the bot using these settings' data dir is alive, else 1 (Docker's "unhealthy")."""
+    problem = health.check(health.heartbeat_path(settings.data_dir))
+    print(f"stylebot: {problem or 'healthy'}", file=sys.stderr if problem else sys.stdout)
+    return 1 if problem else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="stylebot", description="Run the stylebot Discord bot.")
+    parser.add_argument(
+        "--check", action="store_true", help="exit 0 if the running bot is healthy, else 1"
+    )
+    args = parser.parse_args(argv)
     try:
         hide_from_proc()  # returns only when the environment holds no token
         handed = take_handoff()
@@ -75,7 +93,9 @@ def main() -> int:
                 continue
             where = field if field.startswith("DISCORD_") else f"STYLEBOT_{field}"
             print(f"stylebot: bad setting {where}: {error['msg']}", file=sys.stderr)
-        return 2
+        return 1 if args.check else 2
+    if args.check:
+        return check(settings)
     if settings.discord_token is None or not settings.discord_token.get_secret_value().strip():
         print(NO_TOKEN, file=sys.stderr)
         return 2
