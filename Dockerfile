@@ -25,7 +25,8 @@ FROM ${PYTHON_IMAGE}
 ARG TORCH=cuda
 ARG TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
 
-RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin stylebot \
+RUN groupadd --gid 10001 stylebot \
+ && useradd --create-home --uid 10001 --gid 10001 --shell /usr/sbin/nologin stylebot \
  && mkdir /data \
  && chown stylebot:stylebot /data
 
