@@ -20,11 +20,6 @@
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:0bee7276f83efd4a1ee05bbbf4281d95ed28e079220a9457f25a93e3f1e3c31b
 
 FROM ${PYTHON_IMAGE}
-# cuda: torch's CUDA wheels from PyPI, hash-checked (the default). cpu: torch and torchvision
-# from PyTorch's CPU index (same versions, "+cpu"), everything else from the same hashed lock.
-ARG TORCH=cuda
-ARG TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
-
 RUN groupadd --gid 10001 stylebot \
  && useradd --create-home --uid 10001 --gid 10001 --shell /usr/sbin/nologin stylebot \
  && mkdir /data \
@@ -41,6 +36,10 @@ ENV PATH=/opt/stylebot/bin:$PATH \
     NST_STYLE_CACHE=/data/style-cache \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 
+# cuda: torch's CUDA wheels from PyPI, hash-checked (the default). cpu: torch and torchvision
+# from PyTorch's CPU index (same versions, "+cpu"), everything else from the same hashed lock.
+ARG TORCH=cuda
+ARG TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
 # Every third-party file is pinned and hash-checked (a dependency missing from the lock fails the
 # build), except the CPU variant's torch and torchvision, which pip checks against the hashes
 # PyTorch's index publishes. Wheels only: nothing is compiled, nothing needs a compiler.
