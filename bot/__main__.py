@@ -1,7 +1,12 @@
-"""`stylebot`: run the bot until SIGINT/SIGTERM, with settings from the environment or `.env`."""
+"""`stylebot`: run the bot until SIGINT/SIGTERM, with settings from the environment or `.env`.
+
+`stylebot --check` exits 0 if a bot with the same STYLEBOT_DATA_DIR is logged in and answering
+(its heartbeat is fresh), else 1 with one line saying why: the container's healthcheck.
+"""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import signal
@@ -10,6 +15,7 @@ import sys
 import discord
 from pydantic import ValidationError
 
+from bot import health
 from bot.app import build_bot
 from bot.credentials import TokenHandoffError, hide_from_proc, take_handoff
 from bot.settings import Settings
@@ -58,7 +64,36 @@ def _stop(bot: discord.Client, sig: signal.Signals) -> None:
         asyncio.get_running_loop().create_task(bot.close())
 
 
-def main() -> int:
+def report(exc: ValidationError) -> None:
+    """One line per bad setting, named as the user wrote it."""
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"]).upper()
+        if not field:  # a check across settings names them itself
+            print(f"stylebot: bad settings: {error['msg']}", file=sys.stderr)
+            continue
+        where = field if field.startswith("DISCORD_") else f"STYLEBOT_{field}"
+        print(f"stylebot: bad setting {where}: {error['msg']}", file=sys.stderr)
+
+
+def check() -> int:
+    """0 if the bot with this environment's data dir is alive, else 1 (Docker's "unhealthy")."""
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        report(exc)
+        return 1
+    problem = health.check(health.heartbeat_path(settings.data_dir))
+    print(f"stylebot: {problem or 'healthy'}", file=sys.stderr if problem else sys.stdout)
+    return 1 if problem else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="stylebot", description="Run the stylebot Discord bot.")
+    parser.add_argument(
+        "--check", action="store_true", help="exit 0 if the running bot is healthy, else 1"
+    )
+    if parser.parse_args(argv).check:
+        return check()  # reads no token, starts nothing
     try:
         hide_from_proc()  # returns only when the environment holds no token
         handed = take_handoff()
@@ -68,13 +103,7 @@ def main() -> int:
     try:
         settings = Settings() if handed is None else Settings(discord_token=handed)
     except ValidationError as exc:
-        for error in exc.errors():
-            field = ".".join(str(part) for part in error["loc"]).upper()
-            if not field:  # a check across settings names them itself
-                print(f"stylebot: bad settings: {error['msg']}", file=sys.stderr)
-                continue
-            where = field if field.startswith("DISCORD_") else f"STYLEBOT_{field}"
-            print(f"stylebot: bad setting {where}: {error['msg']}", file=sys.stderr)
+        report(exc)
         return 2
     if settings.discord_token is None or not settings.discord_token.get_secret_value().strip():
         print(NO_TOKEN, file=sys.stderr)

@@ -14,6 +14,7 @@ from bot.buttons import AboutButton, CancelButton, ResultButton
 from bot.cog import StyleCog
 from bot.engine import start_engine
 from bot.errors import friendly
+from bot.health import Heartbeat, heartbeat_path
 from bot.history import HistoryCog
 from bot.journal import Journal
 from bot.lag import LagMonitor
@@ -58,10 +59,14 @@ class StyleBot(commands.Bot):
         self.engine = engine
         self._owns_engine = engine is None
         self.lag_monitor = LagMonitor()
+        self.heartbeat = Heartbeat(
+            heartbeat_path(settings.data_dir), lambda: self.is_ready() and not self.is_closed()
+        )
         self._shut_down = False
 
     async def setup_hook(self) -> None:
         self.lag_monitor.start()
+        self.heartbeat.start()
         if self.engine is None:
             log.info("starting the painter (workers=%s)", self.settings.workers or "auto")
             self.engine = await start_engine(self.settings)
@@ -163,6 +168,7 @@ class StyleBot(commands.Bot):
         if not self._shut_down:
             self._shut_down = True
             log.info("shutting down")
+            await self.heartbeat.stop()
             try:
                 if hasattr(self, "lifecycle"):
                     self._capacity.cancel()
