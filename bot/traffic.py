@@ -33,7 +33,24 @@ DEFAULT_WINDOW = 5.0
 # Message routes of a channel (creates, edits, deletes); reactions have buckets of their own.
 _MESSAGE_ROUTE = re.compile(r"/channels/(\d+)/messages(?:/\d+)?$")
 
+IDLE_TIMEOUT = 30.0  # s an empty lane's task waits for work before it ends
+
 Send = Callable[[], Awaitable[Any]]
+# How an empty lane waits for work: True when woken, False when it gave up (idle).
+IdleWait = Callable[[asyncio.Event], Awaitable[bool]]
+
+
+def idle_timeout(seconds: float) -> IdleWait:
+    """Wait for the lane's wake-up at most `seconds`."""
+
+    async def wait(wake: asyncio.Event) -> bool:
+        try:
+            await asyncio.wait_for(wake.wait(), timeout=seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    return wait
 
 
 class Budget:
@@ -95,9 +112,10 @@ class _Item:
 class Lane:
     """The queue of one channel: sends one request at a time when the budget allows."""
 
-    def __init__(self, budget: Budget, name: str = "-") -> None:
+    def __init__(self, budget: Budget, name: str = "-", idle: IdleWait | None = None) -> None:
         self.budget = budget
         self.name = name
+        self._idle = idle or idle_timeout(IDLE_TIMEOUT)
         self._heap: list[_Item] = []
         self._keyed: dict[Hashable, _Item] = {}
         self._serial = itertools.count()
@@ -148,10 +166,10 @@ class Lane:
         while True:
             if not self.pending:
                 self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=30)
-                except TimeoutError:
-                    return  # idle: the next submit starts a new task
+                if not await self._idle(self._wake) and not self.pending:
+                    # Idle. No await between that check and the end of the task, so a submit
+                    # either found work waiting here or finds this task done and starts one.
+                    return
                 continue
             delay = self.budget.delay()
             if delay > 0:
