@@ -120,18 +120,23 @@ Waiting and looking
     typing: dict[channel_id, count]
 
 Rate limits: Discord's budget by default (FakeDiscord(rate_limit=DISCORD))
-    Budget(messages=(5, 5.0), webhooks=(5, 2.0), routes=(50, 1.0), global_limit=(50, 1.0))
+    Budget(messages=(5, 5.0), webhooks=(5, 2.0), routes=(50, 1.0), global_limit=(50, 1.0),
+           reactions=(1, 1.0))
         messages: one bucket per channel shared by POST, PATCH and DELETE on
         /channels/{id}/messages[/{id}] (one X-RateLimit-Bucket for all three);
+        reactions: one bucket per channel shared by the bot's PUT and DELETE
+        .../reactions/{emoji}/@me on any message there (Discord advertises 1 per second, and
+        discord.py follows the headers);
         webhooks: one bucket per interaction token (follow-ups, @original GET/PATCH/DELETE);
         routes: one bucket per route and major parameter for the rest (interaction callbacks
         too: they never spend the channel's bucket); global_limit: every request of the bot
         token except interaction callbacks and webhooks, 429 with "global": true,
         X-RateLimit-Global: true and X-RateLimit-Scope: global. None = unlimited.
         Every answer, 4xx included (injected ones too), carries X-RateLimit-Limit, -Remaining,
-        -Reset, -Reset-After and -Bucket; a per-bucket 429 says X-RateLimit-Scope: user.
+        -Reset, -Reset-After and -Bucket; a per-bucket 429 says X-RateLimit-Scope: user. A 429
+        body is Discord's: {"message", "code": 0, "retry_after", "global"}.
     RELAXED = Budget(messages=(50, 1.0), webhooks=(50, 1.0), routes=(50, 1.0),
-                     global_limit=None)       for a test that needs speed, explicitly:
+                     global_limit=None, reactions=(50, 1.0))   for a test that needs speed:
         FakeDiscord(rate_limit=RELAXED), or `discord.rate_limit = RELAXED` at any time
         (a bare tuple (n, window) is every bucket n per window, without the global limit).
 
