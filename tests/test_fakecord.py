@@ -532,6 +532,98 @@ async def test_responses_match_discords_spec() -> None:
         assert all("X-RateLimit-Bucket" in ex.headers for ex in fake.exchanges if ex.status >= 400)
 
 
+async def test_message_and_user_commands_and_string_selects_as_discord_sends_them() -> None:
+    """Apps on a message and on a member (command types 3 and 2, with target_id and resolved),
+    an ephemeral string select picked (component type 3 with values): the real client handles
+    them, and requests, answers and the dispatched interactions all match Discord's spec."""
+    async with FakeDiscord(record=True, rate_limit=RELAXED) as fake:
+        client = Recorder()
+        client.intents.message_content = False  # resolved messages carry content regardless
+        picked: list[list[str]] = []
+
+        class Pick(discord.ui.View):
+            @discord.ui.select(
+                custom_id="pick", options=[discord.SelectOption(label=n) for n in ("a", "b", "c")]
+            )
+            async def pick(self, used: discord.Interaction, select: discord.ui.Select) -> None:
+                picked.append(list(select.values))
+                await used.response.edit_message(content=f"picked {select.values}", view=None)
+
+        @client.tree.context_menu(name="Stylize")
+        async def on_message(interaction: discord.Interaction, message: discord.Message) -> None:
+            urls = [a.url for a in message.attachments]
+            text = f"{message.author.name}: {message.content} {len(urls)}"
+            await interaction.response.send_message(text, view=Pick(), ephemeral=True)
+
+        @client.tree.context_menu(name="Stylize avatar")
+        async def on_member(interaction: discord.Interaction, member: discord.Member) -> None:
+            data = await member.display_avatar.with_size(4096).read()
+            await interaction.response.send_message(f"{member.name} {len(data)}", ephemeral=True)
+
+        task = await run(fake, client)
+        try:
+            await client.tree.sync()
+            face = png(32, 32, (10, 200, 10))
+            alice, bob = fake.add_user("alice"), fake.add_user("bob", avatar=face)
+            photo = await fake.post(alice, "my cat", files=[("cat.png", png(8, 8))])
+            used = await fake.message_command(bob, "Stylize", photo)
+            await fake.wait_for(lambda: used.original, 5)
+            shown = used.original
+            assert used.ephemeral and shown.content == "alice: my cat 1"
+            data = used.payload["data"]
+            assert (data["type"], data["target_id"]) == (3, str(photo.id))
+            assert data["resolved"]["messages"][str(photo.id)]["content"] == "my cat"
+            assert shown.type == 23 and shown.interaction_metadata["target_message_id"] == str(
+                photo.id
+            )
+            with pytest.raises(ValueError):
+                await fake.select(bob, shown, "pick", ["z"])  # not an option
+            with pytest.raises(ValueError):
+                await fake.select(bob, shown, "pick", ["a", "b"])  # max_values is 1
+            with pytest.raises(ValueError):
+                await fake.click(bob, shown, "pick")  # a select is not a button
+            chosen = await fake.select(bob, shown, "pick", ["b"])
+            await fake.wait_for(lambda: chosen.responded, 5)
+            assert picked == [["b"]] and shown.content == "picked ['b']" and not shown.components
+
+            avatar = await fake.user_command(alice, "Stylize avatar", bob)
+            await fake.wait_for(lambda: avatar.original, 5)
+            assert avatar.original.content == f"bob {len(face)}"
+            assert fake.avatar_fetches == {bob.id: 1}
+            resolved = avatar.payload["data"]["resolved"]
+            assert set(resolved) == {"users", "members"} and "user" not in resolved["members"][
+                str(bob.id)
+            ]
+            assert avatar.original.interaction_metadata["target_user"]["id"] == str(bob.id)
+            with pytest.raises(LookupError):
+                await fake.slash(alice, "Stylize")  # a message command is not a slash command
+            with pytest.raises(LookupError):
+                await fake.user_command(alice, "Stylize", bob)  # nor a user command
+            channel = client.get_channel(fake.channel.id)
+            empty = discord.ui.View()
+            empty.add_item(discord.ui.Select(custom_id="none", options=[]))
+            with pytest.raises(discord.HTTPException) as refused:
+                await channel.send("no options", view=empty)
+            assert refused.value.code == 50035
+        finally:
+            await stop(client, task)
+        spec = Spec()
+        assert fake.exchanges is not None
+        refused = [ex for ex in fake.exchanges if ex.status == 400]
+        assert len(refused) == 1 and "$.components[0].components[0]" in "".join(
+            spec.violations(refused[0])
+        )  # what fakecord refused, the spec refuses too
+        problems = [v for ex in fake.exchanges if ex.status != 400 for v in spec.violations(ex)]
+        interactions = fake.interactions.values()
+        problems += [v for i in interactions for v in spec.interaction_violations(i.payload)]
+        assert not problems, "\n".join(problems)
+        commands = next(ex for ex in fake.exchanges if ex.method == "PUT").response
+        assert sorted((c["type"], c["name"]) for c in commands) == [
+            (2, "Stylize avatar"),
+            (3, "Stylize"),
+        ]
+
+
 async def test_permissions_follow_overwrites_and_refusals_are_discords(fake: FakeDiscord) -> None:
     fake.rate_limit = RELAXED  # more creates in one channel than 5 per 5 s; not about the budget
     client = Recorder()
@@ -901,3 +993,9 @@ def test_the_spec_checker_finds_violations_and_tolerates_only_the_named_loosenes
         {"interaction": {"id": "1", "type": 2}, "resource": {"type": 5}},
     )
     assert "$.resource" in "\n".join(spec.violations(callback))
+    menu = {"type": 2, "data": {"type": 3, "target_id": "5", "resolved": {"messages": {}}}}
+    assert "data.target_id is not in data.resolved.messages" in spec.interaction_violations(menu)
+    picked = {"type": 3, "data": {"component_type": 3, "custom_id": "x", "values": "a"}}
+    assert "values of a string select" in "".join(spec.interaction_violations(picked))
+    member = {"type": 2, "data": {"type": 2, "target_id": "5", "resolved": {"users": {"5": {}}}}}
+    assert "'id' is a required property" in "".join(spec.interaction_violations(member))

@@ -88,8 +88,23 @@ Users act (each returns at once; the bot reacts over the gateway)
         put in data.resolved.attachments. LookupError if the command was never synced.
         "group sub" names address subcommands.
     await autocomplete(user, "stylize", {"style": "sta"}, focused="style") -> list[choice]
-    await click(user, message, custom_id) -> Interaction     a component on `message`
-        (ValueError if no enabled component has that custom_id)
+    await click(user, message, custom_id) -> Interaction     a button on `message`
+        (ValueError if no enabled button has that custom_id)
+    await select(user, message, custom_id, ["value", ...]) -> Interaction   picks options of a
+        string select (component type 3; data.values); ValueError unless they are distinct
+        options and as many as its min_values..max_values
+    await message_command(user, "Stylize", target_message) -> Interaction   right-click a
+        message → Apps: command type 3, data.target_id and data.resolved.messages (the whole
+        message, content included even without the message-content intent); the answer's
+        interaction_metadata has target_message_id and the message type is 23
+    await user_command(user, "Stylize avatar", target_user, channel=None) -> Interaction
+        right-click a member → Apps: command type 2, data.resolved.users and .members (partial:
+        no user, deaf, mute; with permissions); interaction_metadata.target_user
+        Both need the context-menu command synced (LookupError otherwise); context-menu
+        definitions have a 1-32 character name, no description, no options.
+    add_user(..., avatar=png_bytes) gives the user an avatar hash; the CDN serves the picture
+        at /avatars/{user_id}/{hash}.png (any ?size=), where discord.py's Asset URLs point
+        while FakeDiscord runs; avatar_fetches: dict[user_id, count]
     await react(user, message, "👍")
 
 Waiting and looking
@@ -104,6 +119,9 @@ Waiting and looking
         reference (the Message replied to), deleted, revisions (the original then one
         Revision per edit), edits (revisions[1:]; each has content, embeds, components,
         files, flags, at)
+    spec.Spec().interaction_violations(interaction.payload) checks a dispatched interaction
+        (command/component types, target_id, values, resolved objects) against the spec's
+        schemas.
     Interaction: callbacks (Callback: type 4/5/6/7/8/9, data, ephemeral), response (the
         first), responded, deferred, ephemeral, original (the response Message, or the
         clicked message for 6/7), followups, messages (original + follow-ups), choices
@@ -178,7 +196,8 @@ Behaviour worth knowing
     as MESSAGE_CREATE, edits as MESSAGE_UPDATE, deletions as MESSAGE_DELETE. A deferred
     response (type 5) is a "thinking" message; the first follow-up or @original edit fills
     it. Payload checks return Discord's errors: empty message 50006, content over 2000,
-    embed limits, over 5 action rows, custom_id over 100 characters or duplicated, unknown
+    embed limits, over 5 action rows, custom_id over 100 characters or duplicated, a string
+    select without 1-25 options or with bad min/max values or not alone in its row, unknown
     reply target, ephemeral outside interactions (all 400 50035 unless said otherwise).
     The callback's `?with_response` answer has a `resource` only for types 4 and 7.
 """

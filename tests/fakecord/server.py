@@ -177,6 +177,7 @@ def build_app(hub: FakeDiscord) -> web.Application:
             web.get("/resume", hub.gateway.handle),
             web.get("/attachments/{channel_id}/{file_id}/{filename}", rest.cdn),
             web.get("/media/attachments/{channel_id}/{file_id}/{filename}", rest.cdn),
+            web.get("/avatars/{user_id}/{filename}", rest.avatar),
         ]
     )
     for method, path, name in ROUTES:

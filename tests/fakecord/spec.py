@@ -31,6 +31,12 @@ SPEC_PATH = Path(__file__).resolve().parent.parent / "data" / "discord" / "opena
 _BASE = "urn:discord-openapi"
 _METHODS = ("get", "put", "post", "patch", "delete")
 _SNOWFLAKE = "#/components/schemas/SnowflakeType"
+_RESOLVED = (  # data.resolved of an interaction: each kind and the schema of its objects
+    ("users", "UserResponse"),
+    ("members", "BasicGuildMemberResponse"),
+    ("messages", "MessageResponse"),
+    ("attachments", "MessageAttachmentResponse"),
+)
 
 
 class Spec:
@@ -73,6 +79,39 @@ class Spec:
         problems += self._response(ex, op, where)
         return [f"{ex}: {p}" for p in problems]
 
+    def interaction_violations(self, payload: dict[str, Any]) -> list[str]:
+        """What the spec says about a dispatched INTERACTION_CREATE (it has no schema for the
+        event itself): the command and component types, `target_id` naming a resolved object,
+        a select's `values`, and every resolved user, member, message and attachment, and the
+        message a component sits on, each against its response schema."""
+        data = payload.get("data") or {}
+        checks: list[tuple[Any, str, str]] = []
+        if "type" in data:
+            checks.append((data["type"], "ApplicationCommandType", "data.type"))
+        if "component_type" in data:
+            checks.append((data["component_type"], "MessageComponentTypes", "data.component_type"))
+        resolved = data.get("resolved") or {}
+        for key, schema in _RESOLVED:
+            for id_, value in (resolved.get(key) or {}).items():
+                checks.append((value, schema, f"data.resolved.{key}.{id_}"))
+        if "message" in payload:
+            checks.append((payload["message"], "MessageResponse", "message"))
+        problems = [
+            problem
+            for value, schema, where in checks
+            for problem in self._validate(
+                value, ["components", "schemas", schema], self._strict, where
+            )
+        ]
+        target_kind = {2: "users", 3: "messages"}.get(data.get("type", 1))
+        if target_kind and data.get("target_id") not in (resolved.get(target_kind) or {}):
+            problems.append(f"data.target_id is not in data.resolved.{target_kind}")
+        if data.get("component_type") == 3 and not (
+            isinstance(data.get("values"), list) and all(isinstance(v, str) for v in data["values"])
+        ):
+            problems.append("data.values of a string select must be a list of strings")
+        return problems
+
     # ---- the three parts of an exchange ------------------------------------------------
 
     def _query(self, ex: Exchange, template: str, op: dict[str, Any]) -> list[str]:
@@ -113,8 +152,9 @@ class Spec:
         body = ex.response
         if key is None:
             if ex.status >= 500:  # not in the spec; Discord still answers its error object
-                return self._validate(body, ["components", "schemas", "ErrorResponse"],
-                                      self._strict, "5xx response")
+                return self._validate(
+                    body, ["components", "schemas", "ErrorResponse"], self._strict, "5xx response"
+                )
             return [f"status {ex.status} is not one the operation answers"]
         response = responses[key]
         path = [*where, "responses", key]
