@@ -5,8 +5,9 @@ and edit the bot makes in a channel goes through that channel's `Lane`: one requ
 the most important first (results, then first answers, then progress of running jobs, then
 queue positions), and an edit still waiting is replaced by a newer one for the same message, so
 a busy channel sends the latest state rather than every state. The lane's model of the bucket
-is corrected from the X-RateLimit-* headers of every answer (`trace_config`), so it stays right
-when Discord's numbers differ from the defaults.
+is corrected from the X-RateLimit-* headers of every answer in that bucket (`trace_config`;
+Discord's route + channel, by X-RateLimit-Bucket), so it stays right when Discord's numbers
+differ from the defaults, and reading the channel never resets it.
 
 Interaction responses and follow-ups are not channel traffic: they have their own budget.
 """
@@ -30,8 +31,11 @@ log = logging.getLogger(__name__)
 RESULT, ANSWER, PROGRESS, POSITION = range(4)
 DEFAULT_LIMIT = 5
 DEFAULT_WINDOW = 5.0
-# Message routes of a channel (creates, edits, deletes); reactions have buckets of their own.
-_MESSAGE_ROUTE = re.compile(r"/channels/(\d+)/messages(?:/\d+)?$")
+# Message routes of a channel; the bucket of sends (creates, edits, deletes) is the lane's.
+# Reading them (GET) has a bucket of its own, as reactions do.
+_MESSAGE_ROUTE = re.compile(r"/channels/(\d+)/messages(/\d+)?$")
+_SENDS = frozenset({"POST", "PATCH", "DELETE"})
+_CREATE = "POST /channels/{channel_id}/messages"
 
 IDLE_TIMEOUT = 30.0  # s an empty lane's task waits for work before it ends
 
@@ -214,6 +218,7 @@ class Traffic:
         self.limit = limit
         self.window = window
         self._lanes: dict[int, Lane] = {}
+        self._buckets: dict[str, str] = {}  # "METHOD route" -> Discord's bucket hash
 
     def lane(self, channel_id: int) -> Lane:
         lane = self._lanes.get(channel_id)
@@ -233,10 +238,26 @@ class Traffic:
         lane = self.lane(channel_id)
         return lane.budget.available() - lane.urgent - int(lane.busy) > spare
 
-    def observe(self, path: str, headers: Any) -> None:
-        """Correct a channel's budget from an answer's X-RateLimit-* headers."""
+    def observe(self, method: str, path: str, headers: Any) -> None:
+        """Correct a channel's budget from an answer's X-RateLimit-* headers.
+
+        Discord keys a bucket by route and major parameter (the channel), and says in
+        X-RateLimit-Bucket which routes share one. The lane's bucket is that of message creates
+        in its channel: an answer counts if its bucket hash is the creates' hash, or, before
+        that hash is known, if it is a send (POST, PATCH, DELETE) on the channel's messages.
+        Reading messages (GET) never resets the send budget."""
         match = _MESSAGE_ROUTE.search(path)
         if match is None:
+            return
+        route = f"{method} /channels/{{channel_id}}/messages" + ("/{id}" if match[2] else "")
+        bucket = headers.get("X-RateLimit-Bucket")
+        if bucket:
+            self._buckets[route] = bucket
+        sends = self._buckets.get(_CREATE)
+        if sends is not None and bucket:
+            if bucket != sends:
+                return
+        elif method not in _SENDS:
             return
         lane = self._lanes.get(int(match[1]))
         remaining, reset_after = (
@@ -256,7 +277,7 @@ class Traffic:
         discord.py client as `http_trace`)."""
 
         async def on_end(_: Any, __: Any, params: aiohttp.TraceRequestEndParams) -> None:
-            self.observe(params.url.path, params.response.headers)
+            self.observe(params.method, params.url.path, params.response.headers)
 
         trace = aiohttp.TraceConfig()
         trace.on_request_end.append(on_end)

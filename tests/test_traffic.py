@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import pytest
 
-from bot.traffic import ANSWER, RESULT, Budget, Lane
+from bot.traffic import ANSWER, RESULT, Budget, Lane, Traffic
+from tests.fakecord import FakeDiscord
 
 pytestmark = pytest.mark.timeout(30)
 BOUND = 5.0  # s: far more than any step here takes; only a lost request reaches it
@@ -41,3 +43,28 @@ async def test_a_submit_racing_the_idle_timeout_is_still_sent() -> None:
         assert sent == ["first", "late"]
     finally:
         await lane.close()
+
+
+async def test_reading_a_channel_does_not_reset_its_send_budget() -> None:
+    """Answers from fakecord on Discord's budget, through the same aiohttp trace the bot uses:
+    creates and edits spend the lane's bucket, GETs of the channel's messages (a bucket of
+    their own, 50 per second) leave it as it is."""
+    async with FakeDiscord() as fake:
+        traffic = Traffic()
+        auth = {"Authorization": f"Bot {fake.token}"}
+        messages = f"{fake.url}/api/v10/channels/{fake.channel.id}/messages"
+        lane = traffic.lane(fake.channel.id)
+        trace = [traffic.trace_config()]
+        async with aiohttp.ClientSession(headers=auth, trace_configs=trace) as http:
+            for text in ("one", "two"):
+                async with http.post(messages, json={"content": text}) as answer:
+                    created = await answer.json()
+            async with http.patch(f"{messages}/{created['id']}", json={"content": "2"}):
+                pass
+            assert lane.budget.remaining == 2
+            async with http.get(messages, params={"limit": "5"}) as history:
+                assert history.status == 200
+            async with http.get(f"{messages}/{created['id']}") as one:
+                assert one.status == 200
+            assert lane.budget.remaining == 2 and lane.budget.limit == 5
+        await traffic.close()
