@@ -9,6 +9,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot import replies
 from bot.buttons import CancelButton, ResultButton
 from bot.cog import StyleCog
 from bot.engine import start_engine
@@ -127,7 +128,9 @@ class StyleBot(commands.Bot):
         text = friendly(error)
         log.info("command %s by %s failed: %s", ctx.command, ctx.author.id, text)
         try:
-            await ctx.reply(
+            await replies.reply(
+                ctx,
+                self.traffic,
                 text,
                 ephemeral=True,
                 mention_author=False,

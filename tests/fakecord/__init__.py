@@ -134,6 +134,9 @@ Waiting and looking
         (multipart: payload_json, and the number of files) and answer (JSON body, X-RateLimit
         headers). `fakecord.spec.Spec().violations(exchange) -> list[str]` checks one against
         Discord's OpenAPI spec (tests/data/discord/, with its README's tolerances).
+    peak_in_flight: dict[bucket, int]   the most requests of one rate-limit bucket that were
+        in flight at once; a channel's message bucket is ("messages", str(channel.id)) (with
+        latency > 0, overlapping requests are sure to show)
     gateway_ops: list[str]    "IDENTIFY", "RESUME", "REQUEST_GUILD_MEMBERS", ...
     typing: dict[channel_id, count]
 

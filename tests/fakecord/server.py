@@ -328,15 +328,20 @@ async def _api_middleware(request: web.Request, handler: Handler) -> web.StreamR
     hub = request.app[HUB]
     resource = request.match_info.route.resource
     route = resource.canonical[len(API) :] if resource is not None else request.path[len(API) :]
-    if hub.latency:
-        await asyncio.sleep(hub.latency)
+    key, _, _ = request.app[LIMITS].classify(request.method, route, dict(request.match_info))
+    in_flight = hub.in_flight[key] = hub.in_flight.get(key, 0) + 1
+    hub.peak_in_flight[key] = max(hub.peak_in_flight.get(key, 0), in_flight)
     try:
+        if hub.latency:
+            await asyncio.sleep(hub.latency)
         response = await _answer(request, handler, hub, route)
     except _Reset:
         hub.record_request(RequestRecord(request.method, route, request.path, 0, time.monotonic()))
         assert request.transport is not None
         request.transport.abort()
         raise asyncio.CancelledError() from None
+    finally:
+        hub.in_flight[key] -= 1
     hub.record_request(
         RequestRecord(request.method, route, request.path, response.status, time.monotonic())
     )
