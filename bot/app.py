@@ -175,6 +175,8 @@ class StyleBot(commands.Bot):
                         await self.engine.close()
                 except Exception:
                     log.exception("closing the painter failed")
+                if hasattr(self, "studio"):
+                    self.studio.notices.boards.close()
                 await self.traffic.close()
                 if self.journal is not None:
                     self.journal.close()

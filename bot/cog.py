@@ -106,7 +106,7 @@ class StyleCog(commands.Cog, name="Stylize"):
             options = parse_words(words, studio.journal.style_names(guild_id))
             options = studio.resolve(options, guild_id)
             the_ask = await ask.from_message(
-                ctx.message, ctx.me, options, studio.limits, studio.traffic
+                ctx.message, ctx.me, options, studio.limits, studio.traffic, studio.notices.boards
             )
         else:
             options = studio.resolve(

@@ -1,5 +1,6 @@
 """The channel's one budget, through the real bot on fakecord at Discord's own rate limits: a
-burst of every command costs no 429 beyond the first probe."""
+burst of every command costs no 429 beyond the first probe, and a crowd is answered by the
+queue board, a few messages for many commands."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
+from bot.board import HEADER
+from nst_engine.api import StyleRequest, StyleSource
 from nst_engine.pool import ProcessPoolEngine
 from tests.fakecord import FakeDiscord, Message
-from tests.test_bot_e2e import PHOTO, running_bot
+from tests.test_bot_e2e import LONG, PHOTO, running_bot
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(300)]
 WAIT = 120.0
@@ -30,8 +33,7 @@ def answered(fake: FakeDiscord, message: Message) -> bool:
         return True
     if any(me in users for users in message.reactions.values()):
         return True
-    link = f"/channels/{message.guild_id}/{message.channel_id}/{message.id}"
-    return any(link in m.content for m in fake.bot_messages(fake.channel))
+    return any(message.jump_url in m.content for m in fake.bot_messages(fake.channel))
 
 
 async def test_a_burst_of_every_command_keeps_to_the_channels_budget(
@@ -76,3 +78,44 @@ async def test_a_burst_of_every_command_keeps_to_the_channels_budget(
         limited = [r for r in fake.requests if r.status == 429]
         assert len(limited) <= 1, [f"{r.method} {r.route}" for r in limited]
         assert fake.peak_in_flight[("messages", str(fake.channel.id))] == 1
+
+
+async def test_a_crowd_is_answered_by_the_queue_board(engine: ProcessPoolEngine) -> None:
+    """Twelve commands at once, while the painter is busy: one or two status replies, then one
+    board message names the rest by their jump links (rather than a ⏳ per command at one
+    reaction per second). Each job leaves the board when it ends; the empty board goes."""
+    blocker = await engine.submit(
+        StyleRequest(content=PHOTO, styles=(StyleSource(name="udnie"),), size=64, iterations=LONG)
+    )
+    async with (
+        FakeDiscord() as fake,
+        running_bot(fake, engine, guild_jobs=20, total_jobs=20) as bot,
+    ):
+        try:
+            await fake.wait_for(lambda: engine.stats().busy, WAIT)
+            users = [fake.add_user(f"crowd{i}") for i in range(12)]
+            await bot.wait_until_ready()
+            before = len(fake.requests)
+            commands = [
+                await fake.post(user, "!stylize udnie", files=[("p.png", PHOTO)]) for user in users
+            ]
+            await fake.wait_for(lambda: all(answered(fake, m) for m in commands), WAIT)
+            answers = [  # messages created and reactions added (edits of statuses aside)
+                f"{r.method} {r.route}"
+                for r in fake.requests[before:]
+                if r.method in ("POST", "PUT") and r.route.startswith("/channels/")
+            ]
+            assert len(answers) <= 4, answers  # old: a reply each for the first 3, 9 reactions
+            boards = [m for m in fake.bot_messages(fake.channel) if m.content.startswith(HEADER)]
+            assert len(boards) == 1 and not boards[0].reference
+            named = [m for m in commands if m.jump_url in boards[0].content]
+            assert len(named) >= len(commands) - 2
+        finally:
+            await blocker.cancel()
+
+        def results() -> list[Message]:
+            return [m for m in fake.bot_messages() if "here is your painting" in m.content]
+
+        await fake.wait_for(lambda: len(results()) == len(commands), WAIT)
+        assert sorted(r.reference.id for r in results()) == sorted(m.id for m in commands)
+        await fake.wait_for(lambda: boards[0].deleted, WAIT)

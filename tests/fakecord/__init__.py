@@ -113,7 +113,7 @@ Waiting and looking
         returns its first truthy value; TimeoutError names the latest messages.
     discord.messages: dict[id, Message] (all, including ephemeral and deleted ones)
     messages_in(channel=None), bot_messages(channel=None), replies_to(message)
-    Message: id, author (User), content, files (StoredFile: filename, data bytes, size,
+    Message: id, jump_url, author (User), content, files (StoredFile: filename, data bytes, size,
         content_type, width, height, description, fetches, bytes_served), embeds, components
         (raw dicts, each with Discord's numeric `id`), custom_ids(), flags, ephemeral, nonce,
         reference (the Message replied to), deleted, revisions (the original then one
