@@ -5,8 +5,8 @@ creates and edits per 5 s, and one reaction per second). So when commands crowd 
 `CROWD` within `WINDOW` s in a channel), or the budget has no room, a prefix command is answered
 on the channel's board instead: a message that lists the waiting commands, each by its jump
 link, so that every user can tell theirs is among them. A page is sent when it is full
-(Discord's 2000 characters) or `gather` seconds after its first command, at first-answer
-priority, and names every command that joined it until the lane actually sends it. A job leaves
+(Discord's 2000 characters) or `gather` seconds after its first command, as urgent as a
+result, and names every command that joined it until the lane actually sends it. A job leaves
 the board when it ends (its result or its last word replies to the command); its page is then
 edited, at most every `interval` s and at the lowest priority, and deleted once empty. Boards
 live in memory only: after a restart, results and statuses carry on without them.
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import discord
 
-from bot.traffic import ANSWER, POSITION, Traffic
+from bot.traffic import POSITION, RESULT, Traffic
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,9 @@ class Boards:
         if page.submitted:
             return
         page.submitted = True
-        future = self.traffic.send(page.channel_id, ANSWER, lambda: self._create(page))
+        # As urgent as a result: in a crowd, results wait in the lane all the time, and a page
+        # (one per ~20 commands) that waited behind them would answer nobody for minutes.
+        future = self.traffic.send(page.channel_id, RESULT, lambda: self._create(page))
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     async def _create(self, page: Page) -> None:

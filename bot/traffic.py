@@ -2,12 +2,12 @@
 
 Discord lets a bot make about 5 message creates and edits per 5 s in one channel. Every send
 and edit the bot makes in a channel goes through that channel's `Lane`: one request at a time,
-the most important first (results, then first answers, then progress of running jobs, then
-queue positions), and an edit still waiting is replaced by a newer one for the same message, so
-a busy channel sends the latest state rather than every state. The lane's model of the bucket
-is corrected from the X-RateLimit-* headers of every answer in that bucket (`trace_config`;
-Discord's route + channel, by X-RateLimit-Bucket), so it stays right when Discord's numbers
-differ from the defaults, and reading the channel never resets it.
+the most important first (results and queue-board pages, then first answers, then progress of
+running jobs, then queue positions), and an edit still waiting is replaced by a newer one for
+the same message, so a busy channel sends the latest state rather than every state. The lane's
+model of the bucket is corrected from the X-RateLimit-* headers of every answer in that bucket
+(`trace_config`; Discord's route + channel, by X-RateLimit-Bucket), so it stays right when
+Discord's numbers differ from the defaults, and reading the channel never resets it.
 
 Interaction responses and follow-ups are not channel traffic: they have their own budget.
 """
