@@ -2,14 +2,15 @@
 
 A status reply per command costs a create and then edits of the channel's budget (Discord: 5
 creates and edits per 5 s, and one reaction per second). So when commands crowd in (more than
-`CROWD` within `WINDOW` s in a channel), or the budget has no room, a prefix command is answered
-on the channel's board instead: a message that lists the waiting commands, each by its jump
-link, so that every user can tell theirs is among them. A page is sent when it is full
-(Discord's 2000 characters) or `gather` seconds after its first command, as urgent as a
-result, and names every command that joined it until the lane actually sends it. A job leaves
-the board when it ends (its result or its last word replies to the command); its page is then
-edited, at most every `interval` s and at the lowest priority, and deleted once empty. Boards
-live in memory only: after a restart, results and statuses carry on without them.
+half the channel's budget within its window: with Discord's, a fourth command within 5 s), or
+the budget has no room, a prefix command is answered on the channel's board instead: a message
+that lists the waiting commands, each by its jump link, so that every user can tell theirs is
+among them. A page is sent when it is full (Discord's 2000 characters) or `gather` seconds
+after its first command, ahead of results, and names every command that joined it until the
+lane actually sends it. A job leaves the board when it ends (its result or its last word
+replies to the command); its page is then edited, at most every `interval` s and at the lowest
+priority, and deleted once empty. Boards live in memory only: after a restart, results and
+statuses carry on without them.
 """
 
 from __future__ import annotations
@@ -22,16 +23,14 @@ from dataclasses import dataclass, field
 
 import discord
 
-from bot.traffic import POSITION, RESULT, Traffic
+from bot.traffic import BOARD, POSITION, Traffic
 
 log = logging.getLogger(__name__)
 
-HEADER = "⏳ **Queued**, oldest first; each painting will reply to its command:"
+HEADER = "⏳ Queued; results reply to each:"  # short: 22 jump links fit on a page
 LIMIT = 2000  # Discord's message content limit
 GATHER = 1.0
 INTERVAL = 5.0
-CROWD = 2  # commands answered within WINDOW s in one channel before the board takes over
-WINDOW = 5.0
 
 
 @dataclass
@@ -69,12 +68,14 @@ class Boards:
 
     def crowded(self, channel_id: int) -> bool:
         """Note a command to answer in the channel now; whether it should join the board: a
-        page there is still taking commands, or `CROWD` came within the last `WINDOW` s."""
+        page there is still taking commands, or half the channel's budget (rounded up) worth of
+        commands came within its window."""
+        budget = self.traffic.lane(channel_id).budget
         now = time.monotonic()
         arrivals = self._arrivals.setdefault(channel_id, deque())
-        while arrivals and arrivals[0] < now - WINDOW:
+        while arrivals and arrivals[0] < now - budget.window:
             arrivals.popleft()
-        crowd = len(arrivals) >= CROWD
+        crowd = len(arrivals) >= (budget.limit + 1) // 2
         arrivals.append(now)
         pages = self._pages.get(channel_id)
         return crowd or (bool(pages) and not pages[-1].sent)
@@ -106,9 +107,9 @@ class Boards:
         if page.submitted:
             return
         page.submitted = True
-        # As urgent as a result: in a crowd, results wait in the lane all the time, and a page
-        # (one per ~20 commands) that waited behind them would answer nobody for minutes.
-        future = self.traffic.send(page.channel_id, RESULT, lambda: self._create(page))
+        # Ahead of results: in a crowd, results wait in the lane all the time, and a page (one
+        # per ~20 commands) that waited behind them would answer nobody for minutes.
+        future = self.traffic.send(page.channel_id, BOARD, lambda: self._create(page))
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     async def _create(self, page: Page) -> None:

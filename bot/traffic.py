@@ -2,8 +2,8 @@
 
 Discord lets a bot make about 5 message creates and edits per 5 s in one channel. Every send
 and edit the bot makes in a channel goes through that channel's `Lane`: one request at a time,
-the most important first (results and queue-board pages, then first answers, then progress of
-running jobs, then queue positions), and an edit still waiting is replaced by a newer one for
+the most important first (queue-board pages, results, first answers, progress of running
+jobs, queue positions), and an edit still waiting is replaced by a newer one for
 the same message, so a busy channel sends the latest state rather than every state. The lane's
 model of the bucket is corrected from the X-RateLimit-* headers of every answer in that bucket
 (`trace_config`; Discord's route + channel, by X-RateLimit-Bucket), so it stays right when
@@ -15,6 +15,7 @@ Interaction responses and follow-ups are not channel traffic: they have their ow
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import logging
@@ -28,8 +29,13 @@ import aiohttp
 
 log = logging.getLogger(__name__)
 
-RESULT, ANSWER, PROGRESS, POSITION = range(4)
+# Most urgent first: a queue-board page (one answers ~20 commands of a crowd), a result, a
+# first answer, a running job's progress, a waiting job's queue place.
+BOARD, RESULT, ANSWER, PROGRESS, POSITION = range(5)
 DEFAULT_LIMIT = 5
+# Progress and queue places never spend the last KEEP requests of a window: those stay for
+# results, queue-board pages and first answers that may come before it resets.
+KEEP = 2
 DEFAULT_WINDOW = 5.0
 # Message routes of a channel; the bucket of sends (creates, edits, deletes) is the lane's.
 # Reading them (GET) has a bucket of its own, as reactions do.
@@ -80,11 +86,12 @@ class Budget:
         self._roll(time.monotonic() if now is None else now)
         return self.remaining
 
-    def delay(self, now: float | None = None) -> float:
-        """Seconds until a request may go (0 when it may go now)."""
+    def delay(self, now: float | None = None, *, keep: int = 0) -> float:
+        """Seconds until a request may go and still leave `keep` requests of the window unspent
+        (0 when it may go now)."""
         now = time.monotonic() if now is None else now
         self._roll(now)
-        if self.remaining > 0 or self.reset_at is None:
+        if self.remaining > min(keep, self.limit - 1) or self.reset_at is None:
             return 0.0
         return max(0.0, self.reset_at - now)
 
@@ -156,6 +163,11 @@ class Lane:
             self._task = asyncio.create_task(self._run(), name=f"stylebot-lane-{self.name}")
         return future
 
+    def _peek(self) -> _Item | None:
+        while self._heap and self._heap[0].dropped:
+            heapq.heappop(self._heap)
+        return self._heap[0] if self._heap else None
+
     def _pop(self) -> _Item | None:
         while self._heap:
             item = heapq.heappop(self._heap)
@@ -175,9 +187,13 @@ class Lane:
                     # either found work waiting here or finds this task done and starts one.
                     return
                 continue
-            delay = self.budget.delay()
+            top = self._peek()
+            keep = KEEP if top is not None and top.priority >= PROGRESS else 0
+            delay = self.budget.delay(keep=keep)
             if delay > 0:
-                await asyncio.sleep(delay)
+                self._wake.clear()  # a more urgent request may come and go before the reset
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
                 continue
             item = self._pop()
             if item is None:

@@ -43,8 +43,8 @@ async def test_pages_name_every_command_once_and_go_when_their_jobs_end() -> Non
             users = [fake.add_user(f"u{i}") for i in range(30)]
             posted = [await fake.post(user, "!stylize") for user in users]
             await fake.wait_for(lambda: len(seen) == len(posted), WAIT)
-            assert not boards.crowded(fake.channel.id) and not boards.crowded(fake.channel.id)
-            assert boards.crowded(fake.channel.id)  # the third within the window
+            assert not any(boards.crowded(fake.channel.id) for _ in range(3))
+            assert boards.crowded(fake.channel.id)  # the fourth within Discord's 5 s
             for message in seen:
                 boards.add(message)
 

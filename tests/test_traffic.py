@@ -8,11 +8,11 @@ import asyncio
 import aiohttp
 import pytest
 
-from bot.traffic import ANSWER, RESULT, Budget, Lane, Traffic
+from bot.traffic import ANSWER, BOARD, PROGRESS, RESULT, Budget, Lane, Traffic
 from tests.fakecord import FakeDiscord
 
 pytestmark = pytest.mark.timeout(30)
-BOUND = 5.0  # s: far more than any step here takes; only a lost request reaches it
+BOUND = 10.0  # s: far more than any step here takes; only a lost request reaches it
 
 
 async def test_a_submit_racing_the_idle_timeout_is_still_sent() -> None:
@@ -68,3 +68,28 @@ async def test_reading_a_channel_does_not_reset_its_send_budget() -> None:
                 assert one.status == 200
             assert lane.budget.remaining == 2 and lane.budget.limit == 5
         await traffic.close()
+
+
+async def test_progress_leaves_the_last_requests_of_a_window_to_results_and_answers() -> None:
+    """With 2 of 5 requests left, a progress edit waits for the next window, and a result or a
+    board page that comes meanwhile goes at once."""
+    budget = Budget(limit=5, window=5.0)  # long enough that it cannot reset mid-check
+    lane = Lane(budget, "keep")
+    sent: list[str] = []
+
+    async def send(name: str) -> None:
+        sent.append(name)
+
+    try:
+        for i in range(3):
+            await asyncio.wait_for(lane.submit(RESULT, lambda i=i: send(f"r{i}")), BOUND)
+        progress = lane.submit(PROGRESS, lambda: send("progress"))
+        for _ in range(20):  # let the lane's task run as far as it will (no time passes)
+            await asyncio.sleep(0)
+        assert sent == ["r0", "r1", "r2"] and budget.remaining == 2
+        await asyncio.wait_for(lane.submit(BOARD, lambda: send("board")), BOUND)
+        await asyncio.wait_for(lane.submit(ANSWER, lambda: send("answer")), BOUND)
+        await asyncio.wait_for(progress, BOUND)  # after the window's reset
+        assert sent == ["r0", "r1", "r2", "board", "answer", "progress"]
+    finally:
+        await lane.close()
