@@ -81,7 +81,7 @@ async def test_a_burst_of_every_command_keeps_to_the_channels_budget(
 
 
 async def test_a_crowd_is_answered_by_the_queue_board(engine: ProcessPoolEngine) -> None:
-    """Twelve commands at once, while the painter is busy: one or two status replies, then one
+    """Twelve commands at once, while the painter is busy: up to three status replies, then one
     board message names the rest by their jump links (rather than a ⏳ per command at one
     reaction per second). Each job leaves the board when it ends; the empty board goes."""
     blocker = await engine.submit(
@@ -109,7 +109,7 @@ async def test_a_crowd_is_answered_by_the_queue_board(engine: ProcessPoolEngine)
             boards = [m for m in fake.bot_messages(fake.channel) if m.content.startswith(HEADER)]
             assert len(boards) == 1 and not boards[0].reference
             named = [m for m in commands if m.jump_url in boards[0].content]
-            assert len(named) >= len(commands) - 2
+            assert len(named) >= len(commands) - 3  # at most 3 status replies before a crowd
         finally:
             await blocker.cancel()
 

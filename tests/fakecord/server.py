@@ -358,12 +358,15 @@ async def _answer(
     if not route.startswith(_UNAUTHENTICATED) and (
         request.headers.get("Authorization") != f"Bot {hub.token}"
     ):
+        await _read_quietly(request)
         return _json_error(401, 0, "401: Unauthorized", limits.peek(key, limit, name))
     wait = limits.take_global(route)
     if wait:
+        await _read_quietly(request)
         return _too_many(wait, limits.peek(key, limit, name), scope="global")
     headers, wait = limits.take(key, limit, name)
     if wait:
+        await _read_quietly(request)
         return _too_many(wait, headers)
     failure = hub.take_failure(request.method, route)
     if failure is not None and not failure.after_commit:
