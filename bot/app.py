@@ -9,6 +9,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot import replies
 from bot.apps import AppsCog, StyleSelect
 from bot.buttons import AboutButton, CancelButton, ResultButton
 from bot.cog import StyleCog
@@ -136,7 +137,9 @@ class StyleBot(commands.Bot):
         text = friendly(error)
         log.info("command %s by %s failed: %s", ctx.command, ctx.author.id, text)
         try:
-            await ctx.reply(
+            await replies.reply(
+                ctx,
+                self.traffic,
                 text,
                 ephemeral=True,
                 mention_author=False,
@@ -182,6 +185,8 @@ class StyleBot(commands.Bot):
                         await self.engine.close()
                 except Exception:
                     log.exception("closing the painter failed")
+                if hasattr(self, "studio"):
+                    self.studio.notices.boards.close()
                 await self.traffic.close()
                 if self.journal is not None:
                     self.journal.close()

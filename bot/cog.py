@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import ask, intake, recipes
+from bot import ask, intake, recipes, replies
 from bot.engine import describe_engine
 from bot.options import (
     MAX_SEED,
@@ -113,7 +113,7 @@ class StyleCog(commands.Cog, name="Stylize"):
             options, kept = await self._with_recipe(code, parse_given(words, names), guild_id)
             options = studio.resolve(options, guild_id)
             the_ask = await ask.from_message(
-                ctx.message, ctx.me, options, studio.limits, studio.traffic
+                ctx.message, ctx.me, options, studio.limits, studio.traffic, studio.notices.boards
             )
         else:
             given = {
@@ -211,7 +211,7 @@ class StyleCog(commands.Cog, name="Stylize"):
                 files.append(discord.File(io.BytesIO(sheet), filename="server-styles.jpg"))
             except InputError as exc:
                 log.warning("guild %s: no sheet of its styles: %s", ctx.guild and ctx.guild.id, exc)
-        await ctx.reply(text, files=files, mention_author=False)
+        await self._reply(ctx, text, files=files, mention_author=False)
 
     # ------------------------------------------------------------------ server styles
 
@@ -257,9 +257,8 @@ class StyleCog(commands.Cog, name="Stylize"):
         if not stored:
             raise InputError(f"This server has {MAX_SERVER_STYLES} styles already.")
         log.info("guild %s: style %s added by %s", guild.id, name, ctx.author.id)
-        await ctx.reply(
-            f"🖼️ Added the style `{name}` to this server: `stylize {name}`.", mention_author=False
-        )
+        added = f"🖼️ Added the style `{name}` to this server: `stylize {name}`."
+        await self._reply(ctx, added, mention_author=False)
 
     @style.command(name="remove")
     @app_commands.describe(name="The style's name")
@@ -270,7 +269,7 @@ class StyleCog(commands.Cog, name="Stylize"):
         if not await asyncio.to_thread(self.bot.studio.journal.styles.remove, guild.id, key):
             raise InputError(f"This server has no style `{key}`.")
         log.info("guild %s: style %s removed by %s", guild.id, key, ctx.author.id)
-        await ctx.reply(f"🗑️ Removed the style `{key}`.", mention_author=False)
+        await self._reply(ctx, f"🗑️ Removed the style `{key}`.", mention_author=False)
 
     @style.command(name="list")
     async def style_list(self, ctx: commands.Context[StyleBot]) -> None:
@@ -285,7 +284,8 @@ class StyleCog(commands.Cog, name="Stylize"):
             text = f"**This server's styles** ({len(own)}/{MAX_SERVER_STYLES}):\n" + "\n".join(
                 lines
             )
-        await ctx.reply(text, mention_author=False, allowed_mentions=discord.AllowedMentions.none())
+        none = discord.AllowedMentions.none()
+        await self._reply(ctx, text, mention_author=False, allowed_mentions=none)
 
     @style_remove.autocomplete("name")
     async def _own_style_autocomplete(
@@ -326,7 +326,7 @@ class StyleCog(commands.Cog, name="Stylize"):
         queue = studio.scheduler.queue
         totals = f"In all: {len(queue.running)} painting, {queue.waiting_count} waiting."
         mine = "\n".join(lines) if lines else "You have no jobs."
-        await ctx.reply(f"{mine}\n{totals}", ephemeral=True, mention_author=False)
+        await self._reply(ctx, f"{mine}\n{totals}", ephemeral=True, mention_author=False)
 
     @commands.hybrid_command(name="cancel")
     @app_commands.describe(job="The job id (from its status message); empty cancels all yours")
@@ -350,14 +350,14 @@ class StyleCog(commands.Cog, name="Stylize"):
             if not targets:
                 raise InputError("You have no jobs to cancel.")
         ids = ", ".join(f"`{t.id}`" for t in targets)
-        await ctx.reply(f"🛑 Cancelling {ids}.", ephemeral=True, mention_author=False)
+        await self._reply(ctx, f"🛑 Cancelling {ids}.", ephemeral=True, mention_author=False)
         for target in targets:
             await studio.cancel(target)
 
     @commands.hybrid_command(name="help")
     async def help(self, ctx: commands.Context[StyleBot]) -> None:
         """How to use the bot."""
-        await ctx.reply(self._usage(ctx), ephemeral=True, mention_author=False)
+        await self._reply(ctx, self._usage(ctx), ephemeral=True, mention_author=False)
 
     @commands.hybrid_command(name="about")
     async def about(self, ctx: commands.Context[StyleBot]) -> None:
@@ -366,10 +366,14 @@ class StyleCog(commands.Cog, name="Stylize"):
             f"{s.title} ({s.artist})" for name, s in styles.STYLES.items() if name != "vaporwave"
         )
         engine = describe_engine(self.bot.engine) if self.bot.engine is not None else "not started"
-        await ctx.reply(
+        await self._reply(
+            ctx,
             CREDITS.format(paintings=paintings) + f"\nPainting with: {engine}.\nSee `help`.",
             mention_author=False,
         )
+
+    async def _reply(self, ctx: commands.Context[StyleBot], text: str, **kwargs: Any) -> None:
+        await replies.reply(ctx, self.bot.traffic, text, **kwargs)
 
     def _usage(self, ctx: commands.Context[StyleBot]) -> str:
         me = self.bot.user

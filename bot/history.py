@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands
 
-from bot import provenance
+from bot import provenance, replies
 
 if TYPE_CHECKING:
     from bot.app import StyleBot
@@ -48,6 +48,10 @@ class HistoryCog(commands.Cog, name="History"):
             await ctx.author.send(text, allowed_mentions=quiet)
         except discord.HTTPException as exc:
             log.info("user %s: no DM for their history: %s", ctx.author.id, exc)
-            await ctx.reply(NO_DM, mention_author=False, allowed_mentions=quiet)
+            await replies.reply(
+                ctx, self.bot.traffic, NO_DM, mention_author=False, allowed_mentions=quiet
+            )
             return
-        await ctx.reply("📬 Sent you your history in a DM.", mention_author=False)
+        await replies.reply(
+            ctx, self.bot.traffic, "📬 Sent you your history in a DM.", mention_author=False
+        )

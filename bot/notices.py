@@ -1,4 +1,5 @@
-"""Telling people: a job's status message, its queue place, its ⏳ reaction and its last word.
+"""Telling people: a job's status message, its queue place, its line on the queue board and
+its last word.
 
 Owns what the bot says about a job while it waits, paints and ends (the result itself is
 delivery's). Every message it sends goes out through `Notices.send`, the one door to the
@@ -8,7 +9,6 @@ channel's lane. Must not touch the journal, the queue or the engine: it is told 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import discord
 
 from bot import progress
-from bot.ask import QUEUED_REACTION
+from bot.board import Boards
 from bot.buttons import cancel_view
 from bot.journal import Job
 from bot.traffic import ANSWER, Traffic
@@ -41,6 +41,7 @@ class Notices:
         self._shown: dict[str, str] = {}  # the queue text last shown per waiting job
         self._resumed: set[str] = set()
         self.tasks: set[asyncio.Task[None]] = set()  # notices sent in the background
+        self.boards = Boards(traffic)  # where a crowd's commands are answered together
 
     def channel(self, job: Job) -> discord.PartialMessageable:
         return self.client.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
@@ -114,6 +115,7 @@ class Notices:
     async def tell(self, job: Job, text: str) -> None:
         """The end of a job, in its status message, or in a reply when it has none."""
         self._resumed.discard(job.id)
+        self.leave_board(job)
         if job.status_id is not None:
             if job.id not in self._statuses:
                 self.attach(job)
@@ -141,29 +143,20 @@ class Notices:
             log.warning("job %s: could not tell the owner: %r", job.id, exc)
 
     async def delivered(self, job: Job, jump_url: str) -> None:
-        """The result is in the channel: the status says where, or the ⏳ reaction goes."""
+        """The result is in the channel: the status says where, or the job leaves the board."""
         self._resumed.discard(job.id)
+        self.leave_board(job)
         if job.status_id is not None:
             if job.id not in self._statuses:  # resumed after a restart: not followed yet
                 self.attach(job)
             await self.finish(job, f"✅ Job `{job.id}` is done: {jump_url}")
-        elif job.source_id is not None:
-            self.unreact(job)
 
-    def unreact(self, job: Job) -> None:
-        """Take back the 'queued' reaction of a job answered with one (its result is there)."""
-        me = self.client.user
-        if job.source_id is None or me is None:
-            return
-        message = self.channel(job).get_partial_message(job.source_id)
-        self.background(_quietly(message.remove_reaction(QUEUED_REACTION, me)))
+    def leave_board(self, job: Job) -> None:
+        """The job has ended: its command no longer waits on the queue board (if it was)."""
+        if job.source_id is not None:
+            self.boards.remove(job.channel_id, job.source_id)
 
     def background(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
-
-
-async def _quietly(coro: Coroutine[Any, Any, Any]) -> None:
-    with contextlib.suppress(discord.HTTPException, OSError, TimeoutError):
-        await coro

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import zlib
 from collections.abc import AsyncIterator, Callable
 
@@ -770,7 +771,7 @@ async def test_discords_budget_shared_message_bucket_and_global_limit() -> None:
                 assert edit.headers["X-RateLimit-Remaining"] == "0"
             async with http.post(messages, json={"content": "two"}) as limited:
                 body = await limited.json()
-                assert limited.status == 429 and body["global"] is False
+                assert limited.status == 429 and body["global"] is False and body["code"] == 0
                 assert limited.headers["X-RateLimit-Scope"] == "user"
             other = f"{api}/channels/{fake.guild.channels[1].id}/messages"
             async with http.post(other, json={"content": "elsewhere"}) as elsewhere:
@@ -796,6 +797,47 @@ async def test_discords_budget_shared_message_bucket_and_global_limit() -> None:
             assert all(r.status != 429 for r in fake.requests[-8:])
         finally:
             await stop(client, task)
+
+
+async def test_reactions_have_discords_bucket_of_one_per_second_per_channel(
+    fake: FakeDiscord,
+) -> None:
+    spec = Spec()
+    alice = fake.add_user("alice")
+    art = fake.guild.channels[1]
+    posts = [await fake.post(alice, f"post {i}") for i in range(3)]
+    client = Recorder()
+    task = await run(fake, client)
+    try:  # discord.py follows the headers: one reaction per second, never a 429
+        channel = client.get_channel(fake.channel.id)
+        for post in posts:
+            await channel.get_partial_message(post.id).add_reaction("👍")
+        puts = [r for r in fake.requests if r.route.endswith("/reactions/{emoji}/@me")]
+        assert [r.status for r in puts] == [204, 204, 204]
+        assert all(b.at - a.at >= 0.9 for a, b in itertools.pairwise(puts))
+    finally:
+        await stop(client, task)
+    headers = {"Authorization": f"Bot {fake.token}"}
+    api = f"{fake.url}/api/v10"
+
+    def reaction(channel_id: int, message_id: int, emoji: str) -> str:
+        return f"{api}/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me"
+
+    elsewhere = await fake.post(alice, "in #art", channel=art)
+    async with aiohttp.ClientSession(headers=headers) as http:
+        async with http.put(reaction(art.id, elsewhere.id, "%F0%9F%8E%A8")) as first:
+            assert first.status == 204
+            assert first.headers["X-RateLimit-Limit"] == "1"
+            assert first.headers["X-RateLimit-Remaining"] == "0"
+            assert 0 < float(first.headers["X-RateLimit-Reset-After"]) <= 1.0
+            bucket = first.headers["X-RateLimit-Bucket"]
+        async with http.delete(reaction(art.id, elsewhere.id, "%F0%9F%8E%A8")) as again:
+            body = await again.json()
+            assert again.status == 429 and again.headers["X-RateLimit-Bucket"] == bucket
+            assert again.headers["X-RateLimit-Scope"] == "user" and body["code"] == 0
+            route = "/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me"
+            path = f"/channels/{art.id}/messages/{elsewhere.id}/reactions/x/@me"
+            assert spec.violations(Exchange("DELETE", route, path, {}, None, 0, 429, body)) == []
 
 
 async def test_the_client_keeps_to_the_budget_and_callbacks_are_apart() -> None:
@@ -930,7 +972,9 @@ def test_the_spec_checker_finds_violations_and_tolerates_only_the_named_loosenes
         return "\n".join(spec.violations(ex))
 
     sent = {"content": "hi", "message_reference": {"message_id": 12}, "nonce": 5}
-    assert check({}, sent, 429, {"message": "slow", "retry_after": 1.0, "global": False}) == ""
+    limited = {"message": "slow", "retry_after": 1.0, "global": False}
+    assert check({}, sent, 429, limited | {"code": 0}) == ""
+    assert "'code' is a required property" in check({}, sent, 429, limited)
     assert check({"limit": "5", "before": "12"}, None, 200, []) == ""
     assert "2001 characters" in check({}, {"content": "x" * 2001}, 400, {"message": "", "code": 1})
     assert "'type' is a required property" in check({}, sent, 200, {"id": "1"})

@@ -113,7 +113,7 @@ Waiting and looking
         returns its first truthy value; TimeoutError names the latest messages.
     discord.messages: dict[id, Message] (all, including ephemeral and deleted ones)
     messages_in(channel=None), bot_messages(channel=None), replies_to(message)
-    Message: id, author (User), content, files (StoredFile: filename, data bytes, size,
+    Message: id, jump_url, author (User), content, files (StoredFile: filename, data bytes, size,
         content_type, width, height, description, fetches, bytes_served), embeds, components
         (raw dicts, each with Discord's numeric `id`), custom_ids(), flags, ephemeral, nonce,
         reference (the Message replied to), deleted, revisions (the original then one
@@ -134,22 +134,30 @@ Waiting and looking
         (multipart: payload_json, and the number of files) and answer (JSON body, X-RateLimit
         headers). `fakecord.spec.Spec().violations(exchange) -> list[str]` checks one against
         Discord's OpenAPI spec (tests/data/discord/, with its README's tolerances).
+    peak_in_flight: dict[bucket, int]   the most requests of one rate-limit bucket that were
+        in flight at once; a channel's message bucket is ("messages", str(channel.id)) (with
+        latency > 0, overlapping requests are sure to show)
     gateway_ops: list[str]    "IDENTIFY", "RESUME", "REQUEST_GUILD_MEMBERS", ...
     typing: dict[channel_id, count]
 
 Rate limits: Discord's budget by default (FakeDiscord(rate_limit=DISCORD))
-    Budget(messages=(5, 5.0), webhooks=(5, 2.0), routes=(50, 1.0), global_limit=(50, 1.0))
+    Budget(messages=(5, 5.0), webhooks=(5, 2.0), routes=(50, 1.0), global_limit=(50, 1.0),
+           reactions=(1, 1.0))
         messages: one bucket per channel shared by POST, PATCH and DELETE on
         /channels/{id}/messages[/{id}] (one X-RateLimit-Bucket for all three);
+        reactions: one bucket per channel shared by the bot's PUT and DELETE
+        .../reactions/{emoji}/@me on any message there (Discord advertises 1 per second, and
+        discord.py follows the headers);
         webhooks: one bucket per interaction token (follow-ups, @original GET/PATCH/DELETE);
         routes: one bucket per route and major parameter for the rest (interaction callbacks
         too: they never spend the channel's bucket); global_limit: every request of the bot
         token except interaction callbacks and webhooks, 429 with "global": true,
         X-RateLimit-Global: true and X-RateLimit-Scope: global. None = unlimited.
         Every answer, 4xx included (injected ones too), carries X-RateLimit-Limit, -Remaining,
-        -Reset, -Reset-After and -Bucket; a per-bucket 429 says X-RateLimit-Scope: user.
+        -Reset, -Reset-After and -Bucket; a per-bucket 429 says X-RateLimit-Scope: user. A 429
+        body is Discord's: {"message", "code": 0, "retry_after", "global"}.
     RELAXED = Budget(messages=(50, 1.0), webhooks=(50, 1.0), routes=(50, 1.0),
-                     global_limit=None)       for a test that needs speed, explicitly:
+                     global_limit=None, reactions=(50, 1.0))   for a test that needs speed:
         FakeDiscord(rate_limit=RELAXED), or `discord.rate_limit = RELAXED` at any time
         (a bare tuple (n, window) is every bucket n per window, without the global limit).
 

@@ -97,6 +97,10 @@ class FakeDiscord:
         self._runner: web.AppRunner | None = None
         self._saved: tuple[str, yarl.URL, str] | None = None
         self.avatar_fetches: dict[int, int] = {}
+        # Requests of one rate-limit bucket (e.g. ("messages", "<channel id>")) in flight now,
+        # and the most there ever were at once.
+        self.in_flight: dict[tuple[str, str], int] = {}
+        self.peak_in_flight: dict[tuple[str, str], int] = {}
         self.port = 0
         self.guild = self.add_guild("stylebot test server", upload_limit=upload_limit)
         self.channel = self.guild.channels[0]

@@ -6,9 +6,9 @@ request schema, and the answer's status and body against the response the operat
 for that status. JSON Schema Draft 2020-12; every `$ref` resolves against the whole document.
 
 Tolerated, and only this (the looseness the README beside the spec names): snowflakes sent as
-JSON numbers and query booleans sent as 1/0 (in requests), and a 429 body without `code`. On top
-of the spec, message `content` in a request must be at most 2000 characters (the bot limit), and
-a 5xx answer, which the spec does not describe, must still be Discord's error object.
+JSON numbers and query booleans sent as 1/0 (in requests). On top of the spec, message
+`content` in a request must be at most 2000 characters (the bot limit), and a 5xx answer,
+which the spec does not describe, must still be Discord's error object.
 """
 
 from __future__ import annotations
@@ -163,8 +163,6 @@ class Spec:
             path, response = ref, self._resolve(ref)
         if "content" not in response:
             return [] if body is None else [f"status {ex.status} has no body, one was sent"]
-        if ex.status == 429 and isinstance(body, dict) and "code" not in body:
-            body = body | {"code": 0}  # tolerated: Discord's 429 body may leave out `code`
         schema_path = [*path, "content", "application/json", "schema"]
         return self._validate(body, schema_path, self._strict, "response")
 

@@ -487,6 +487,11 @@ class Message:
     def attachments(self) -> list[StoredFile]:
         return self.files
 
+    @property
+    def jump_url(self) -> str:
+        """The link Discord's clients (and discord.py's Message.jump_url) use for it."""
+        return f"https://discord.com/channels/{self.guild_id}/{self.channel_id}/{self.id}"
+
     def custom_ids(self) -> list[str]:
         """Every enabled component custom_id on the message (buttons and selects)."""
         return [item["custom_id"] for item in self.enabled_components()]
