@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test check lint demo bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -16,8 +16,13 @@ install: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# The whole suite: what CI runs.
 test: lint
 	$(BIN)/pytest
+
+# The inner loop (about a minute): lint and the tests that neither start painters nor paint.
+check: lint
+	$(BIN)/pytest -q -x -m "not slow"
 
 # The real bot on a local Discord (tests/fakecord): a scripted user asks for a vaporwave cat.
 demo: $(STAMP)

@@ -114,7 +114,7 @@ class Notices:
 
     async def tell(self, job: Job, text: str) -> None:
         """The end of a job, in its status message, or in a reply when it has none."""
-        self._resumed.discard(job.id)
+        text = self._last_word(job, text)
         self.leave_board(job)
         if job.status_id is not None:
             if job.id not in self._statuses:
@@ -144,12 +144,20 @@ class Notices:
 
     async def delivered(self, job: Job, jump_url: str) -> None:
         """The result is in the channel: the status says where, or the job leaves the board."""
-        self._resumed.discard(job.id)
+        text = self._last_word(job, f"✅ Job `{job.id}` is done: {jump_url}")
         self.leave_board(job)
         if job.status_id is not None:
             if job.id not in self._statuses:  # resumed after a restart: not followed yet
                 self.attach(job)
-            await self.finish(job, f"✅ Job `{job.id}` is done: {jump_url}")
+            await self.finish(job, text)
+
+    def _last_word(self, job: Job, text: str) -> str:
+        """A resumed job's last word still says it was resumed: the edits in between may all
+        have been replaced by it in the channel's lane, so they alone cannot be relied on."""
+        if job.id in self._resumed:
+            self._resumed.discard(job.id)
+            return f"{text}\n{RESUMED}"
+        return text
 
     def leave_board(self, job: Job) -> None:
         """The job has ended: its command no longer waits on the queue board (if it was)."""

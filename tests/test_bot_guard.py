@@ -3,7 +3,7 @@ admin, attachments that lie about their size or live elsewhere, and a burst of b
 
 from __future__ import annotations
 
-import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +26,20 @@ __all__ = ["engine"]  # the shared painter fixture
 MiB = 1024 * 1024
 
 
+def bot_may(bot: Any, channel_id: int, permission: str) -> bool:
+    """What the bot's own cache (kept by the gateway's events) says it may do in a channel."""
+    channel = bot.get_channel(channel_id)
+    return bool(getattr(channel.permissions_for(channel.guild.me), permission))
+
+
 async def test_a_channel_without_attach_files_refuses_before_anything_is_queued(
-    engine: Any,
+    engine: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="bot.ask")
     async with FakeDiscord(rate_limit=RELAXED) as discord, running_bot(discord, engine) as bot:
         art, general = discord.guild.channels[1], discord.guild.channels[0]
         discord.deny_bot(ATTACH_FILES, art)
-        await asyncio.sleep(0.5)  # CHANNEL_UPDATE reaches the bot
+        await discord.wait_for(lambda: not bot_may(bot, art.id, "attach_files"), WAIT)
         ann = discord.add_user("ann")
         msg = await discord.post(ann, "!stylize udnie", files=[("cat.png", PHOTO)], channel=art)
         refusal = await bot_reply(discord, msg, "missing Attach Files")
@@ -48,9 +55,11 @@ async def test_a_channel_without_attach_files_refuses_before_anything_is_queued(
 
         # Where it may not even speak, a prefix command is refused in the log only.
         discord.deny_bot(SEND_MESSAGES, general)
-        await asyncio.sleep(0.5)
+        await discord.wait_for(lambda: not bot_may(bot, general.id, "send_messages"), WAIT)
         quiet = await discord.post(ann, "!stylize udnie", files=[("cat.png", PHOTO)])
-        await asyncio.sleep(2)
+        await discord.wait_for(
+            lambda: any("not allowed to answer" in r.getMessage() for r in caplog.records), WAIT
+        )
         assert not discord.replies_to(quiet) and quiet.files[0].fetches == 0
         assert not bot.studio.jobs
 

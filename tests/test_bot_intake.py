@@ -111,6 +111,8 @@ class Server:
 
     def __init__(self) -> None:
         self.sent: dict[str, int] = {}
+        self.streamed = asyncio.Event()  # the endless body's handler has stopped writing
+        self.closing = asyncio.Event()
         self.runner: web.AppRunner | None = None
         self.base = ""
 
@@ -131,6 +133,7 @@ class Server:
 
     async def __aexit__(self, *exc: object) -> None:
         assert self.runner is not None
+        self.closing.set()
         await self.runner.cleanup()
 
     async def _png(self, request: web.Request) -> web.Response:
@@ -148,10 +151,13 @@ class Server:
                 self.sent["endless"] += len(chunk)
         except (ConnectionError, RuntimeError):
             pass
+        finally:
+            self.streamed.set()
         return response
 
     async def _slow(self, request: web.Request) -> web.Response:
-        await asyncio.sleep(10)
+        """Answers only when the server closes: later than any client waits."""
+        await self.closing.wait()
         return web.Response(body=png())
 
     async def _redirect(self, request: web.Request) -> web.Response:
@@ -168,9 +174,9 @@ async def test_downloads_stream_with_a_hard_cap_and_refuse_what_lies() -> None:
             assert await downloader.read(Upload(f"{server.base}/png")) == png()
             with pytest.raises(InputError, match="too big: more than"):
                 await downloader.read(Upload(f"{server.base}/endless", size=1000))
-            # reading stopped at the cap: the server got rid of no more than the socket buffers
-            # hold, far from the 200 MiB on offer
-            await asyncio.sleep(0.2)
+            # reading stopped at the cap: once the server stopped writing it had got rid of no
+            # more than the socket buffers hold, far from the 200 MiB on offer
+            await asyncio.wait_for(server.streamed.wait(), 30)
             assert server.sent["endless"] < 32 * 1024 * 1024
             with pytest.raises(InputError, match="took longer"):
                 await downloader.read(Upload(f"{server.base}/slow"))
