@@ -303,15 +303,18 @@ async def test_upload_over_the_guild_limit_gets_413(fake: FakeDiscord) -> None:
         await stop(client, task)
 
 
+def age(fake: FakeDiscord, interaction: discord.Interaction, seconds: float) -> None:
+    """Fake time: the interaction was created `seconds` earlier than it was."""
+    fake.interactions[interaction.id].created -= seconds
+
+
 async def test_late_answers_and_expired_tokens_are_refused(fake: FakeDiscord) -> None:
-    fake.interaction_deadline = 0.2
-    fake.interaction_token_lifetime = 0.5
     client = Recorder()
     failures: list[discord.HTTPException] = []
 
     @client.tree.command(description="Too slow")
     async def slow(interaction: discord.Interaction) -> None:
-        await asyncio.sleep(0.4)
+        age(fake, interaction, fake.interaction_deadline + 1)
         try:
             await interaction.response.send_message("late")
         except discord.NotFound as err:
@@ -320,7 +323,7 @@ async def test_late_answers_and_expired_tokens_are_refused(fake: FakeDiscord) ->
     @client.tree.command(description="Answers, then follows up too late")
     async def later(interaction: discord.Interaction) -> None:
         await interaction.response.defer()
-        await asyncio.sleep(0.7)
+        age(fake, interaction, fake.interaction_token_lifetime + 1)
         try:
             await interaction.followup.send("too late")
         except discord.HTTPException as err:
