@@ -525,6 +525,7 @@ async def test_mention_prefix_without_the_intent_and_buttons_after_a_restart(eng
 # ---------------------------------------------------------------- the stylebot program
 
 
+@pytest.mark.slow  # starts `stylebot` and its painter in processes of their own
 async def test_stylebot_owns_its_engine_and_stops_on_sigterm() -> None:
     async with FakeDiscord() as discord:
         own = settings(discord.token, discord.url, workers=1, devices="cpu", sync_commands=False)

@@ -125,6 +125,7 @@ def test_style_sources_take_a_cache_key_for_images_only() -> None:
         StyleSource(image=b"png", key="../../etc")
 
 
+@pytest.mark.slow  # paints
 def test_a_keyed_style_image_has_its_targets_cached_under_its_key(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -104,6 +104,7 @@ async def test_attachments_that_lie_or_live_elsewhere_are_refused(engine: Any) -
         assert not bot.studio.jobs
 
 
+@pytest.mark.slow  # starts the bot in a process of its own
 async def test_a_burst_of_big_photos_downloads_only_what_the_caps_allow(tmp_path: Path) -> None:
     async with FakeDiscord(rate_limit=RELAXED) as discord:
         log = tmp_path / "bot.log"

@@ -48,6 +48,7 @@ def test_a_stale_or_missing_heartbeat_fails_the_check(tmp_path: Path) -> None:
     assert "s old" in (health.check(path) or "")
 
 
+@pytest.mark.slow  # starts `stylebot` in a process of its own
 @pytest.mark.asyncio(loop_scope="module")
 async def test_check_is_healthy_only_while_the_real_bot_is_logged_in(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
