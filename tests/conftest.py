@@ -18,14 +18,18 @@ SLOW_FIXTURES = frozenset({"engine", "pool", "cluster"})
 SLOW_MODULES = frozenset(
     {
         "test_batch.py",
+        "test_bf16.py",
         "test_cli.py",
         "test_cli_features.py",
         "test_contract.py",
         "test_cuda.py",
+        "test_gpu_check.py",
         "test_lbfgs.py",
         "test_pool.py",
+        "test_pool_batch.py",
         "test_precision.py",
         "test_ray_cluster.py",
+        "test_ray_loopback.py",
         "test_timelapse.py",
         "test_transfer.py",
     }
