@@ -25,6 +25,7 @@ async def start_engine(settings: Settings) -> Engine:
             painters_per_node=settings.ray_painters,
             job_timeout=settings.job_timeout,
             preview_interval=settings.status_interval,
+            nice=settings.painter_nice,
         )
     else:
         from nst_engine.pool import ProcessPoolEngine
