@@ -14,12 +14,12 @@ their jobs are retried elsewhere, a painter that died is replaced (at once, then
 delay if its node keeps losing them just after start).
 
 Jobs wait here in FIFO order and go to the most recently idle painter. `Painter.paint` is a
-streaming generator: progress messages, then the message that ends the job. The event loop only
-ever awaits object refs; the few blocking calls (connecting, listing nodes, shutting down) run in
-an executor thread. Cancel and timeout set the painter's stop flag through a second, concurrent
-actor method, so a running job stops within one step; a painter that does not stop within
-`stop_grace` seconds is killed. A job whose painter or node is lost is retried once on another
-painter; a second loss fails it with EngineError.
+streaming generator: progress messages (throttled in the painter), then the message that ends
+the job. The event loop only ever awaits object refs; the few blocking calls (connecting,
+listing nodes, shutting down) run in an executor thread. Cancel and timeout set the painter's
+stop flag through a second, concurrent actor method, so a running job stops within one step; a
+painter that does not stop within `stop_grace` seconds is killed. A job whose painter or node is
+lost is retried once on another painter; a second loss fails it with EngineError.
 
 The cluster the engine starts itself (no address), and one at a loopback address, are kept on
 loopback with usage statistics off (`ray_local`); any other address is the operator's cluster.

@@ -20,7 +20,7 @@ from typing import Any
 
 import psutil
 
-SAMPLE_EVERY = 0.05
+SAMPLE_EVERY = 0.2
 JOIN_BOUND = 60.0
 
 
