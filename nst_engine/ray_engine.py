@@ -207,12 +207,13 @@ class RayEngine(Dispatcher[RayJob, _Painter]):
             local = self._address is None or ray_local.is_loopback(self._address)
             if local:
                 ray_local.pin_to_loopback()
-            options: dict[str, Any] = {"log_to_driver": False}
-            if self._address is None:
-                options |= {"num_cpus": self._num_cpus, "include_dashboard": False}
+            options: dict[str, Any] = {"address": self._address, "log_to_driver": False}
+            if self._address is None:  # "local": its own cluster, never the last one started here
+                options |= {"address": "local", "num_cpus": self._num_cpus}
+                options["include_dashboard"] = False
             try:
                 with without_secrets():  # the local cluster's processes
-                    ray.init(address=self._address, **options)
+                    ray.init(**options)
             except ConnectionError as exc:
                 raise EngineError(
                     f"Could not connect to the Ray cluster at {self._address}: "

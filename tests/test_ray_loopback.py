@@ -88,6 +88,11 @@ async def test_a_cluster_utils_cluster_paints_on_loopback_only() -> None:
             async with engine_for(cluster.address) as engine:
                 pids = await paint_once(engine, watch)
                 assert_ray_processes_pinned()
+            # Without an address the engine starts a cluster of its own, even though Ray would
+            # join the one started last on this machine (this one) for a plain ray.init().
+            async with engine_for(None) as own:
+                assert not own.describe().startswith(f"ray at {cluster.address},")
+                assert ray_local.is_loopback(ray.get_runtime_context().gcs_address)
         finally:
             if ray.is_initialized():
                 ray.shutdown()
