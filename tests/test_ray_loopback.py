@@ -69,6 +69,13 @@ def engine_for(address: str | None) -> RayEngine:
     )
 
 
+def test_only_loopback_addresses_are_pinned() -> None:
+    for address in ("127.0.0.1:6390", "127.3.0.1:6379", "localhost:6379", "[::1]:6379"):
+        assert ray_local.is_loopback(address), address
+    for address in ("10.0.0.5:6379", "head:6379", "auto", "ray://127.0.0.1:10001", "[::]:6379"):
+        assert not ray_local.is_loopback(address), address
+
+
 async def test_the_engines_own_cluster_paints_on_loopback_only() -> None:
     with LoopbackWatch() as watch:
         async with engine_for(None) as engine:
