@@ -86,6 +86,7 @@ step() {
 rm -f "$OUT_DIR"/*.log "$OUT_DIR"/summary.*
 if [[ -n "$WHEELS" ]]; then
     SITE=$(mktemp -d /tmp/gpu-check-site.XXXX)
+    trap 'rm -rf "$SITE"' EXIT
     step wheels 30 "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
         --upgrade --target "$SITE" "$WHEELS"/*.whl ||
         { echo "CHECK FAILED: installing the wheels from $WHEELS failed (see wheels.log)"; exit 1; }

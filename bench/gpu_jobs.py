@@ -115,6 +115,8 @@ async def _throughput(args: argparse.Namespace) -> None:
     async with ProcessPoolEngine(
         devices=[args.device],
         per_device=args.per_device,
+        batch_max=args.batch_max,
+        batch_on_cpu=True,  # the bench measures batching wherever it runs
         job_timeout=None,
         preview_interval=3600,
     ) as engine:
