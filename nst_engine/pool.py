@@ -16,18 +16,12 @@ queued and running jobs fail with EngineError ("shutting down"), every process i
 Workers start with `spawn`, which imports the program's main module in each of them: keep its
 entry point under `if __name__ == "__main__":` and its top-level imports light.
 
-Devices: `devices=None` asks a short-lived child process which CUDA devices torch sees (so this
-process never imports torch) and falls back to the CPU. Idle painters take queued jobs in FIFO
-order, the most recently idle first (its caches are warm).
-
-Batches: a worker on a CUDA device is `batch_max` painters ("lanes") to the scheduler, each with
-its own job, seq, stop flag, timeout and retry. The worker gathers the jobs waiting for it and
-paints those that share a schedule (same size bucket and preset) as one `stylize_batch`; a job
-that is cancelled, times out or fails leaves the batch alone and is reported at once, so its
-lane takes the next job while its batch-mates paint on. On the CPU a batch ran no faster than
-the same jobs one after another, so CPU workers paint one job at a time (`batch_on_cpu` lifts
-that, for tests and benches). Workers run at `nice` more than this process's CPU niceness, so
-the bot beside them keeps answering while they paint.
+Devices, workers per device and jobs per worker come from `placement` (`devices=None`: every
+CUDA device torch sees, else the CPU). A worker is `placement.lanes` painters ("lanes") to the
+scheduler, each with its own job, seq, stop flag, timeout and retry; it paints the waiting jobs
+that share a schedule as one batch (see `worker`). Idle lanes take queued jobs in FIFO order,
+the most recently idle first (its caches are warm). Workers run `nice` steps below this
+process's CPU priority, so the bot beside them keeps answering while they paint.
 
 Each process has two daemon threads here: one blocks on the worker's event pipe and hands every
 message to the loop with `call_soon_threadsafe`, then waits for the process to end and reports
@@ -41,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
-import os
 import queue
 import threading
 from collections.abc import Sequence
@@ -50,10 +43,12 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any, ClassVar
 
+from . import placement
 from . import worker as worker_side
 from .api import EngineError
 from .dispatch import CRASH_BACKOFF as CRASH_BACKOFF
-from .dispatch import MAX_START_FAILURES, Dispatcher, EngineJob, Slot, without_secrets
+from .dispatch import MAX_START_FAILURES, Dispatcher, Slot, without_secrets
+from .jobs import EngineJob
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +100,7 @@ class ProcessPoolEngine(Dispatcher[PoolJob, _Worker]):
     stop_grace: seconds a worker gets to stop a cancelled or timed-out job (and, in close(), to
     exit) before it is killed and replaced.
     batch_max: jobs a CUDA worker may paint as one batch (1: one at a time); `batch_on_cpu`
-    applies it to CPU workers too. See the module docstring.
+    applies it to CPU workers too (see `placement.lanes`).
     nice: how much lower the workers' CPU priority is than this process's (0: the same).
     """
 
@@ -154,9 +149,9 @@ class ProcessPoolEngine(Dispatcher[PoolJob, _Worker]):
     async def _start_up(self) -> None:
         """Choose devices and spawn the workers without waiting for them."""
         loop = self._loop_()
-        devices = self._devices or await loop.run_in_executor(None, _detect_devices)
-        self._plan = plan_workers(devices, self._workers_wanted, self._per_device)
-        self._threads = max(1, _cpu_count() // len(self._plan))
+        devices = self._devices or await loop.run_in_executor(None, placement.detect_devices)
+        self._plan = placement.plan_workers(devices, self._workers_wanted, self._per_device)
+        self._threads = placement.threads_per_worker(len(self._plan))
         log.info(
             "starting %d worker(s) on %s, %d torch thread(s) each",
             len(self._plan),
@@ -227,14 +222,10 @@ class ProcessPoolEngine(Dispatcher[PoolJob, _Worker]):
 
     def _wanted(self) -> int:
         return sum(
-            self._lanes(device)
+            placement.lanes(device, self._batch_max, self._batch_on_cpu)
             for slot, device in enumerate(self._plan)
             if slot not in self._lost_slots
         )
-
-    def _lanes(self, device: str) -> int:
-        """How many jobs a worker on `device` paints at once."""
-        return self._batch_max if device.startswith("cuda") or self._batch_on_cpu else 1
 
     def _nodes(self, serving: list[_Worker]) -> int:
         return 1
@@ -254,7 +245,7 @@ class ProcessPoolEngine(Dispatcher[PoolJob, _Worker]):
         commands_in, commands_out = _CONTEXT.Pipe(duplex=False)
         events_in, events_out = _CONTEXT.Pipe(duplex=False)
         device = self._plan[slot]
-        lanes = self._lanes(device)
+        lanes = placement.lanes(device, self._batch_max, self._batch_on_cpu)
         stops = _CONTEXT.RawArray("q", lanes)
         process = _CONTEXT.Process(
             target=worker_side.serve,
@@ -409,12 +400,6 @@ class ProcessPoolEngine(Dispatcher[PoolJob, _Worker]):
         return [w for w in workers if not w.exited.done()]
 
 
-def plan_workers(devices: Sequence[str], workers: int | None, per_device: int) -> list[str]:
-    """The device of each worker: `per_device` per device, or `workers` dealt out in turn."""
-    count = workers or len(devices) * per_device
-    return [devices[i % len(devices)] for i in range(count)]
-
-
 def _send_commands(conn: Connection, commands: queue.SimpleQueue[tuple | None]) -> None:
     """Writer thread: send each command to the worker; None (or a dead worker) closes the pipe."""
     try:
@@ -424,26 +409,3 @@ def _send_commands(conn: Connection, commands: queue.SimpleQueue[tuple | None]) 
         pass  # the worker died; its reader thread reports that
     finally:
         conn.close()
-
-
-def _detect_devices() -> list[str]:
-    """Ask a short-lived child process which CUDA devices torch sees (else ["cpu"])."""
-    receiver, sender = _CONTEXT.Pipe(duplex=False)
-    probe = _CONTEXT.Process(target=worker_side.report_devices, args=(sender,), daemon=True)
-    probe.start()
-    sender.close()
-    try:
-        devices: list[str] = receiver.recv()
-    except EOFError as exc:
-        raise EngineError("The painter could not start: device detection failed.") from exc
-    finally:
-        receiver.close()
-        probe.join()
-    return devices
-
-
-def _cpu_count() -> int:
-    """Cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1

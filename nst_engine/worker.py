@@ -99,15 +99,6 @@ def setup_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def report_devices(conn: Connection) -> None:
-    """Child entry point: send the devices a pool should use (every CUDA device, else the CPU)."""
-    import torch
-
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    conn.send([f"cuda:{i}" for i in range(count)] or ["cpu"])
-    conn.close()
-
-
 @dataclass(frozen=True)
 class WorkerSetup:
     """What a pool worker process is started with (besides its pipes and stop flags)."""
