@@ -17,7 +17,8 @@ request can never hit a later job by mistake.
 
 A worker with several lanes gathers the jobs waiting in its pipe and paints the oldest one with
 every waiting job that shares its schedule (`batch_key`) as one `stylize_batch`. A job that is
-stopped leaves the batch at its next step and is reported then, not when the batch ends.
+stopped leaves the batch at its next step and is reported then, not when the batch ends; one
+stopped while it waits for a batch to end is reported at the batch's next step.
 """
 
 from __future__ import annotations
@@ -174,18 +175,15 @@ def serve(setup: WorkerSetup, commands: Connection, events: Connection, stops: A
     log.info("ready on %s with %d thread(s), %d lane(s)", device, setup.threads, setup.lanes)
     events.send(("ready", str(device)))
 
-    def should_stop(job: _Queued) -> bool:
-        return stops[job.lane] == job.seq or os.getppid() != parent_pid
-
-    waiting: list[_Queued] = []
+    inbox = _Inbox(commands, events.send, stops, setup.lanes, parent_pid)
     try:
         while True:
-            batch = _next_batch(commands, waiting, setup.lanes)
+            batch = inbox.next_batch()
             for message in run_batch(
                 [(job.seq, job.request) for job in batch],
                 device,
                 setup.preview_interval,
-                [functools.partial(should_stop, job) for job in batch],
+                [functools.partial(inbox.should_stop, job, tend=True) for job in batch],
                 events.send,
                 transfer,
             ):
@@ -201,24 +199,62 @@ def serve(setup: WorkerSetup, commands: Connection, events: Connection, stops: A
     os._exit(0)
 
 
-def _next_batch(commands: Connection, waiting: list[_Queued], lanes: int) -> list[_Queued]:
-    """The next jobs to paint: the oldest waiting one and its batch-mates (up to `lanes`).
+class _Inbox:
+    """The jobs sent to this worker that are not painting yet; stopped ones end here at once."""
 
-    Blocks until a job arrives when none is waiting; raises EOFError when the parent closes.
-    """
+    def __init__(
+        self,
+        commands: Connection,
+        send: Callable[[tuple], None],
+        stops: Any,
+        lanes: int,
+        parent_pid: int,
+    ) -> None:
+        self._commands = commands
+        self._send = send
+        self._stops = stops
+        self._lanes = lanes
+        self._parent_pid = parent_pid
+        self._waiting: list[_Queued] = []
+        self._closed = False
 
-    def receive() -> None:
-        _, seq, request, lane = commands.recv()
-        waiting.append(_Queued(seq, request, lane, batch_key(request) if lanes > 1 else seq))
+    def should_stop(self, job: _Queued, tend: bool = False) -> bool:
+        """Whether the parent wants `job` stopped (or has gone); with `tend`, first `tend()`."""
+        if tend:
+            self.tend()
+        return self._stops[job.lane] == job.seq or os.getppid() != self._parent_pid
 
-    if not waiting:
-        receive()
-    while len(waiting) < lanes and commands.poll(GATHER_WINDOW):
-        receive()
-    key = waiting[0].key
-    batch = [job for job in waiting if job.key == key][:lanes]
-    waiting[:] = [job for job in waiting if job not in batch]
-    return batch
+    def tend(self) -> None:
+        """Between a batch's steps: take in the jobs that arrived, and end those of them that
+        were stopped while they waited, so their lanes free up without waiting for the batch."""
+        try:
+            while not self._closed and self._commands.poll():
+                self._receive()
+        except EOFError:
+            self._closed = True  # the parent is closing; it stops the painting jobs itself
+        for job in [job for job in self._waiting if self.should_stop(job)]:
+            self._waiting.remove(job)
+            self._send(("error", job.seq, "cancelled", str(Cancelled())))
+
+    def next_batch(self) -> list[_Queued]:
+        """The oldest waiting job and its batch-mates (up to the lanes); blocks until a job
+        arrives when none waits. Raises EOFError once the parent has closed the pipe."""
+        self.tend()
+        if not self._waiting:
+            if self._closed:
+                raise EOFError
+            self._receive()
+        while len(self._waiting) < self._lanes and self._commands.poll(GATHER_WINDOW):
+            self._receive()
+        key = self._waiting[0].key
+        batch = [job for job in self._waiting if job.key == key][: self._lanes]
+        self._waiting = [job for job in self._waiting if job not in batch]
+        return batch
+
+    def _receive(self) -> None:
+        _, seq, request, lane = self._commands.recv()
+        key = batch_key(request) if self._lanes > 1 else seq
+        self._waiting.append(_Queued(seq, request, lane, key))
 
 
 def run_batch(

@@ -129,6 +129,24 @@ async def test_cancelling_one_job_leaves_its_batch_mates_painting(pool: ProcessP
 
 
 @on_module_loop
+async def test_a_job_stopped_while_it_waits_for_a_batch_ends_at_once(
+    pool: ProcessPoolEngine,
+) -> None:
+    (pid,) = pool.pids()
+    running = await pool.submit(job(LONG, seed=1))
+    await asyncio.wait_for(first_event(running), BOUND)
+    waiting = await pool.submit(job(LONG, seed=2))  # a free lane, behind the painting batch
+    timed = await pool.submit(job(LONG, seed=3), timeout=1.0)
+    await waiting.cancel()
+    assert isinstance(await outcome(waiting), Cancelled)
+    assert isinstance(await outcome(timed), JobTimeout)
+    await until(lambda: pool.stats().busy == 1, "their lanes are free while the batch paints")
+    await running.cancel()
+    assert isinstance(await outcome(running), Cancelled)
+    assert pool.pids() == [pid], "no worker was killed for a job it had not started"
+
+
+@on_module_loop
 async def test_a_timed_out_job_leaves_its_batch_mates_painting(pool: ProcessPoolEngine) -> None:
     (pid,) = pool.pids()
     log: list[tuple[str, int]] = []
