@@ -99,7 +99,7 @@ async def pool() -> AsyncIterator[ProcessPoolEngine]:
 
 
 async def test_pool_runs_workers_per_gpu_side_by_side(pool: ProcessPoolEngine) -> None:
-    assert pool.stats().workers == 2 * torch.cuda.device_count()
+    assert pool.stats().painters == 2 * torch.cuda.device_count()
     jobs = [await pool.submit(request(30, seed=n)) for n in range(2)]
     results = [await outcome(job) for job in jobs]
     assert all(isinstance(r, Result) and r.device.startswith("cuda") for r in results)
@@ -150,4 +150,6 @@ async def test_a_gpu_worker_paints_waiting_jobs_as_one_batch() -> None:
     for r, result in zip(requests, results, strict=True):
         assert isinstance(result, Result) and result.device.startswith("cuda"), result
         alone = stylize(r, device="cuda")
-        assert result.losses["total"] == pytest.approx(alone.losses["total"], rel=0.05)
+        # batched and single convolutions round differently (bf16, or TF32 in fp32), and
+        # L-BFGS amplifies that over 30 steps; a job mixed up with a batch-mate is far off
+        assert result.losses["total"] == pytest.approx(alone.losses["total"], rel=0.1)
