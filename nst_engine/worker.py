@@ -115,6 +115,8 @@ class WorkerSetup:
 
 @dataclass
 class _Queued:
+    """A job attempt this worker has received and not yet painted."""
+
     seq: int
     request: StyleRequest
     lane: int
@@ -293,7 +295,7 @@ def run_batch(
         )
     except Exception as exc:  # the whole batch failed: every job gets the error
         outcomes = [exc] * len(jobs)
-        _forget_failure(exc, device, [seq for seq, _ in jobs])
+        _note_failure(exc, device, [seq for seq, _ in jobs])
     messages = []
     for (seq, _), throttle, outcome in zip(jobs, throttles, outcomes, strict=True):
         if seq in stopped:
@@ -324,7 +326,7 @@ def run_job(
     Ray painters run their jobs with this, pool workers with `run_batch`: both speak the same
     messages.
     """
-    throttle = ProgressThrottle(lambda p: send(("progress", seq, p)), PROGRESS_INTERVAL)
+    throttle = ProgressThrottle(functools.partial(_send_progress, send, seq), PROGRESS_INTERVAL)
     try:
         result = transfer.stylize(
             request,
@@ -334,13 +336,13 @@ def run_job(
             preview_interval=preview_interval,
         )
     except Exception as exc:
-        _forget_failure(exc, device, [seq])
+        _note_failure(exc, device, [seq])
         return _error(seq, exc)
     throttle.flush()
     return ("done", seq, result)
 
 
-def _forget_failure(exc: Exception, device: Any, seqs: list[int]) -> None:
+def _note_failure(exc: Exception, device: Any, seqs: list[int]) -> None:
     """Log an exception that escaped the engine; after running out of memory, free the cache."""
     import torch
 
