@@ -30,8 +30,8 @@
 # BATCH_PAINTERS (2) and BATCH_MAX (16; painters that each paint up to BATCH_MAX jobs at once).
 set -uo pipefail
 
-cd "$(dirname "$0")/.."
-header() { sed -n '2,/^set -uo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+header() { sed -n '2,/^set -uo/p' "$ROOT/bench/gpu_check.sh" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 PYTHON=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
 PAINTERS=${PAINTERS:-8}
@@ -50,6 +50,12 @@ done
 [[ -n "$OUT_DIR" ]] || { echo "--out FOLDER is required (see --help)" >&2; exit 2; }
 mkdir -p "$OUT_DIR" || exit 2
 OUT_DIR=$(cd "$OUT_DIR" && pwd)
+if [[ -n "$WHEELS" ]]; then
+    compgen -G "$WHEELS/*.whl" >/dev/null ||
+        { echo "CHECK FAILED: no wheels in $WHEELS: run the PREPARE command (--help)"; exit 1; }
+    WHEELS=$(cd "$WHEELS" && pwd)
+fi
+cd "$ROOT" || exit 2
 header
 
 if ((DRY)); then  # toy sizes: checks the script and every piece it runs; measures nothing
