@@ -188,3 +188,21 @@ async def test_cpu_workers_paint_one_job_at_a_time_unless_asked() -> None:
         assert engine.stats().painters == 1
         (pid,) = engine.pids()
         assert psutil.Process(pid).nice() == psutil.Process().nice()
+
+
+async def test_the_bot_settings_reach_the_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot.engine import describe_engine, start_engine
+    from bot.settings import Settings
+
+    assert (Settings(_env_file=None).batch_max, Settings(_env_file=None).painter_nice) == (1, 10)
+    monkeypatch.setenv("STYLEBOT_DEVICES", "cpu")
+    monkeypatch.setenv("STYLEBOT_BATCH_MAX", "4")
+    monkeypatch.setenv("STYLEBOT_PAINTER_NICE", "3")
+    engine = await start_engine(Settings(_env_file=None))  # type: ignore[call-arg]
+    try:
+        # `about` says how jobs paint; on a CPU, one at a time whatever the cap
+        assert describe_engine(engine).endswith("on cpu, one job at a time each")
+        (pid,) = engine.pids()  # type: ignore[attr-defined]
+        assert psutil.Process(pid).nice() == min(19, psutil.Process().nice() + 3)
+    finally:
+        await engine.close()
