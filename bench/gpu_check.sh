@@ -13,7 +13,7 @@
 #     pygments==2.21.0 typing-extensions==4.16.0 pytest-asyncio==1.5.0 pytest-timeout==2.4.0
 #
 # RUN on the GPU machine, in the repository root, with .whl carried along (device tool:
-# carry [".whl"], timeout_s 560); logs and the summary go to the folder given with --out:
+# carry [".whl"], timeout_s 540); logs and the summary go to the folder given with --out:
 #
 #   bash bench/gpu_check.sh --wheels .whl --out "$OUT"
 #
