@@ -12,28 +12,29 @@ the two-loop direction, a cold first step scaled to unit L1 gradient, full steps
 safeguard; a step that is not a descent direction is remembered as no move at all.
 
 With bounds `low`/`high` (broadcastable to `x`), it is a projected quasi-Newton method on the
-free variables (two-metric projection with an Armijo backtracking search spread over calls):
+free variables, with an Armijo backtracking search spread over calls:
 
-- Binding set: coordinates at a bound whose gradient pushes outward. They stay fixed; the
-  direction is the L-BFGS direction of the problem restricted to the other (free) coordinates,
-  with every curvature pair restricted to those coordinates too, and a pair whose restricted
-  curvature is not positive is left out of this step. The scale of the inverse Hessian (the
-  `h_diag` that `learned_scale` hands to a warm start) is measured on the free coordinates.
-- The trial point is the projection of the move onto the box. Where projection would make it
-  ascend to first order, the step falls back to the projected gradient (−h_diag·g on the free
+- The binding set is the coordinates at a bound whose gradient pushes outward; they stay put.
+  The direction is the L-BFGS direction of the problem restricted to the other (free)
+  coordinates: the gradient and every stored curvature pair are restricted to them, and a pair
+  whose restricted curvature yᵀs is not above 1e-10 sits this step out. The inverse-Hessian
+  scale (the `h_diag` that `learned_scale` hands to a warm start) is the newest such pair's
+  yᵀs/yᵀy, measured on the free coordinates too.
+- The trial point is the move projected onto the box. Where the projection would make it
+  ascend to first order, the step is the projected gradient instead (−h_diag·g on the free
   coordinates), which always descends.
-- At the next call the trial is tested: accepted if f(trial) ≤ f(base) + 1e-4·gᵀ(trial − base).
-  f's change is the `loss` given to `step` when there is one; otherwise it is estimated from the
-  two gradients, ½(g_base + g_trial)ᵀ(trial − base), which is exact for quadratics. A refused
-  trial sends the job back to its base point with a shorter step along the same path (quadratic
-  interpolation, between 0.1 and 0.5 of the last), at the cost of one evaluation; its curvature
-  pair is kept, as it is valid information.
+- The next call tests the trial against its base (the last accepted point): accepted if
+  f(trial) − f(base) ≤ 1e-4·g_baseᵀ(trial − base). The change of f is taken from the two
+  gradients, ½(g_base + g_trial)ᵀ(trial − base): exact for a quadratic, and for a smooth f off
+  by a third-order term in the step. A refused trial sends the job back to its base with a
+  shorter step along the same path (quadratic interpolation, 0.1–0.5 of the last) for one more
+  evaluation; its curvature pair is kept, being valid information.
 
-What it guarantees with bounds: every point handed back lies in the box; every accepted point
-satisfies the Armijo test against the previous one, so on a quadratic (or with `loss` given)
-the accepted points' values never increase; a job whose projected gradient is zero does not
-move. A refused trial's own value is not bounded beyond its being one step from an accepted
-point.
+Guarantees with bounds: every point handed back lies in the box (a start outside it is first
+projected into it); every accepted point passes the test against the previous one, so on a
+quadratic the accepted points' values never increase; a job whose projected gradient is zero
+stays where it is. A refused trial is one step from an accepted point, and its value is bounded
+by nothing else.
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ class BatchedLBFGS:
         if self.s is not None and self.prev_grad is not None:
             self.s, self.prev_grad = pick(self.s), pick(self.prev_grad)
         if self.base is not None and self.trial is not None:
-            self.base = (pick(self.base[0]), pick(self.base[1]), pick(self.base[2]))
+            self.base = (pick(self.base[0]), pick(self.base[1]))
             self.trial = (pick(self.trial[0]), pick(self.trial[1]))
         self.head = [self.head[r] for r in rows]
         self.count = [self.count[r] for r in rows]
@@ -185,13 +186,11 @@ class BatchedLBFGS:
         grad: torch.Tensor,
         low: torch.Tensor | None = None,
         high: torch.Tensor | None = None,
-        loss: torch.Tensor | None = None,
     ) -> None:
         """Move each row of `x` (N×D, updated in place) given the gradient at `x`.
 
         With `low` and/or `high` (broadcastable to `x`), the projected method of the module
-        docstring keeps `x` in that box; `loss` (N values of the function whose gradient this
-        is, at `x`) makes its step test exact, else it is estimated from gradients.
+        docstring keeps `x` in that box.
         """
         grad = grad.detach().float()
         if low is None and high is None:
@@ -200,7 +199,7 @@ class BatchedLBFGS:
         inf = torch.full_like(x, float("inf"))
         low = -inf if low is None else torch.broadcast_to(low.to(x), x.shape)
         high = inf if high is None else torch.broadcast_to(high.to(x), x.shape)
-        self._boxed_step(x, grad, low, high, None if loss is None else loss.detach().float())
+        self._boxed_step(x, grad, low, high)
 
     def _first_length(self, grad: torch.Tensor) -> torch.Tensor:
         """Per job: a cold first step is scaled to unit L1 gradient, later ones take lr."""
@@ -237,24 +236,18 @@ class BatchedLBFGS:
         self.taken = [n + 1 if lv else n for n, lv in zip(self.taken, live, strict=True)]
 
     def _boxed_step(
-        self,
-        x: torch.Tensor,
-        grad: torch.Tensor,
-        low: torch.Tensor,
-        high: torch.Tensor,
-        loss: torch.Tensor | None,
+        self, x: torch.Tensor, grad: torch.Tensor, low: torch.Tensor, high: torch.Tensor
     ) -> None:
         """Test each job's pending trial, then send it to its next trial (module docstring)."""
         x.clamp_(low, high)
-        value = torch.zeros(self.batch, device=grad.device) if loss is None else loss
-        if self.base is None or self.trial is None:
+        if self.base is None or self.trial is None:  # the first call: x is every job's base
             accept = torch.ones_like(self.pending)
-            base, trial = (x.clone(), grad, value), (torch.zeros_like(grad), value)
+            base, trial = (x.clone(), grad), (torch.zeros_like(grad), torch.ones_like(grad[:, 0]))
         else:
             base, trial = self.base, self.trial
             s, y = x - base[0], grad - base[1]
-            slope = _dot(base[1], s)  # first-order change, < 0 for a pending trial
-            change = value - base[2] if loss is not None else 0.5 * _dot(base[1] + grad, s)
+            slope = _dot(base[1], s)  # the first-order change, < 0 for a pending trial
+            change = 0.5 * _dot(base[1] + grad, s)
             accept = ~self.pending | (change <= ARMIJO * slope)
             self._remember(s, y, self.pending.tolist())  # a refused trial's pair is valid too
             shrink = (-slope / (2.0 * (change - slope))).nan_to_num(BACKTRACK[1])
@@ -262,31 +255,20 @@ class BatchedLBFGS:
         rows = accept.unsqueeze(1)
         point = torch.where(rows, x, base[0])
         at = torch.where(rows, grad, base[1])
-        # The binding set: at a bound, the gradient pushing outward. The rest is free.
+        # The binding set: at a bound, with the gradient pushing outward. The rest is free.
         free = ~((point <= low) & (at > 0) | (point >= high) & (at < 0))
         reduced = at * free
         live = reduced.abs().amax(1) > 0
         direction = self._direction(at, free.to(at.dtype))
         length = self._first_length(reduced)
-        ascends = _dot(at, (point + direction * length.unsqueeze(1)).clamp(low, high) - point) >= 0
-        fallback = ascends & live  # projection undid the descent: take the projected gradient
-        direction = torch.where(
-            fallback.unsqueeze(1), -self.h_diag.unsqueeze(1) * reduced, direction
-        )
+        moved = (point + direction * length.unsqueeze(1)).clamp(low, high) - point
+        ascends = (_dot(at, moved) >= 0).unsqueeze(1)  # the projection undid the descent
+        direction = torch.where(ascends, -self.h_diag.unsqueeze(1) * reduced, direction)
         direction = torch.where(rows, direction, trial[0])
         length = torch.where(accept, length, trial[1])
-        self.base = (
-            point.clone(),
-            torch.where(rows, grad, base[1]),
-            torch.where(accept, value, base[2]),
-        )
-        self.trial = (direction, length)
-        self.taken = [
-            n + int(a and lv)
-            for n, a, lv in zip(self.taken, accept.tolist(), live.tolist(), strict=True)
-        ]
+        self.base, self.trial = (point, at), (direction, length)
         self.pending = live | ~accept
-        x.copy_(
-            torch.where(self.pending.unsqueeze(1), point + direction * length.unsqueeze(1), point)
-        )
-        x.clamp_(low, high)
+        accepted = (accept & live).tolist()
+        self.taken = [n + int(a) for n, a in zip(self.taken, accepted, strict=True)]
+        step = torch.where(self.pending.unsqueeze(1), direction * length.unsqueeze(1), 0.0)
+        x.copy_((point + step).clamp(low, high))

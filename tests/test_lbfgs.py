@@ -202,3 +202,35 @@ def test_bounded_steps_reach_the_minimum_of_coupled_problems_with_many_active_bo
         start, optimum = values[n][0], _quadratic(best, a, b)
         assert max(values[n]) <= start
         assert (_quadratic(x[n], a, b) - optimum) / (start - optimum) <= 1e-5
+
+
+def test_bounded_jobs_in_a_batch_equal_each_job_alone_and_may_leave() -> None:
+    """Rows with different active sets (and so different refused trials) do not disturb each
+    other, also after a row leaves the batch."""
+    problems = [_box_problem(DIM, active, seed) for seed, active in enumerate((0.9, 0.3, 0.6))]
+    together, _ = _boxed_run(problems, 30)
+    after_drop, _ = _boxed_run(problems, 30, drop_after=9)
+    for n, problem in enumerate(problems):
+        alone, _ = _boxed_run([problem], 30)
+        torch.testing.assert_close(together[n], alone[0], rtol=1e-6, atol=1e-6)
+        if n:
+            torch.testing.assert_close(after_drop[n - 1], alone[0], rtol=1e-6, atol=1e-6)
+
+
+def test_the_learned_scale_is_that_of_the_free_coordinates() -> None:
+    """Coordinates held at a bound move nowhere but their gradients change (the problem couples
+    them to the free ones): the inverse-Hessian scale carried to a warm start must be the free
+    block's, 1/4, not one diluted by the held coordinates' gradient changes."""
+    generator = torch.Generator().manual_seed(4)
+    free, held = 10, DIM - 10
+    coupling = torch.randn(free, held, generator=generator, dtype=torch.float64)
+    a = torch.block_diag(4 * torch.eye(free), 100 * torch.eye(held)).double()
+    a[:free, free:], a[free:, :free] = coupling, coupling.T
+    best = torch.cat([torch.full((free,), 0.3), torch.ones(held)]).double()
+    b = a @ best + torch.cat([torch.zeros(free), torch.full((held,), 10.0)]).double()  # pushed up
+    x = torch.cat([torch.full((free,), 0.5), torch.ones(held)]).unsqueeze(0)
+    optimiser = BatchedLBFGS(1, DIM, history=HISTORY)
+    for _ in range(4):
+        optimiser.step(x, (a @ x[0].double() - b).float().unsqueeze(0), 0.0 * x, 0.0 * x + 1)
+    torch.testing.assert_close(optimiser.learned_scale(), torch.tensor([0.25]))
+    torch.testing.assert_close(x[0], best.float())
