@@ -196,10 +196,12 @@ class BatchedLBFGS:
         if low is None and high is None:
             self._unbounded_step(x, grad)
             return
-        inf = torch.full_like(x, float("inf"))
-        low = -inf if low is None else torch.broadcast_to(low.to(x), x.shape)
-        high = inf if high is None else torch.broadcast_to(high.to(x), x.shape)
-        self._boxed_step(x, grad, low, high)
+        bounds = [
+            torch.broadcast_to(torch.as_tensor(b, device=x.device).float(), x.shape)
+            for b in (-float("inf") if low is None else low, float("inf") if high is None else high)
+        ]
+        x.copy_(self._boxed_step(x.detach().float(), grad, bounds[0], bounds[1]))
+        x.clamp_(*(bound.to(x.dtype) for bound in bounds))  # in x's own precision too
 
     def _first_length(self, grad: torch.Tensor) -> torch.Tensor:
         """Per job: a cold first step is scaled to unit L1 gradient, later ones take lr."""
@@ -237,9 +239,10 @@ class BatchedLBFGS:
 
     def _boxed_step(
         self, x: torch.Tensor, grad: torch.Tensor, low: torch.Tensor, high: torch.Tensor
-    ) -> None:
-        """Test each job's pending trial, then send it to its next trial (module docstring)."""
-        x.clamp_(low, high)
+    ) -> torch.Tensor:
+        """Test each job's pending trial at `x`; return every job's next point (module
+        docstring)."""
+        x = x.clamp(low, high)
         if self.base is None or self.trial is None:  # the first call: x is every job's base
             accept = torch.ones_like(self.pending)
             base, trial = (x.clone(), grad), (torch.zeros_like(grad), torch.ones_like(grad[:, 0]))
@@ -271,4 +274,4 @@ class BatchedLBFGS:
         accepted = (accept & live).tolist()
         self.taken = [n + int(a) for n, a in zip(self.taken, accepted, strict=True)]
         step = torch.where(self.pending.unsqueeze(1), direction * length.unsqueeze(1), 0.0)
-        x.copy_((point + step).clamp(low, high))
+        return (point + step).clamp(low, high)
