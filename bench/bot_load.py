@@ -7,10 +7,11 @@ Runs on fakecord (the local Discord in tests/fakecord) at Discord's own rate lim
 creates+edits per 5 s per channel, 50 requests/s in all). By default the bot runs in its own
 process, as in production (`python -m tests.botproc`), with its real ProcessPoolEngine; every
 user posts M `!stylize` commands at once, spread over the channels. Prints completed, lost and
-duplicated jobs; p50/p99 time to the first visible answer (a reply or a reaction) and to the
-result; the total painting time (from the bot's log) and what Discord's budget needs for the
-results alone, against the wall time; the largest event-loop lag the bot saw; fairness (the
-order users got their k-th result); and the traffic.
+duplicated jobs; p50/p99 time to the first visible answer (a reply to the command, a bot
+reaction on it, or a bot message whose text carries the command's jump link, such as a queue
+board) and to the result; the total painting time (from the bot's log) and what Discord's
+budget needs for the results alone, against the wall time; the largest event-loop lag the bot
+saw; fairness (the order users got their k-th result); and the traffic.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ SAMPLE = ROOT / "samples" / "chelsea.png"
 PAINTED = re.compile(r"job \w+: painted in ([0-9.]+) s")
 LAG = re.compile(r"largest event-loop lag: (\d+) ms")
 REACTION = re.compile(r"/channels/\d+/messages/(\d+)/reactions/")
+JUMP = re.compile(r"https://discord\.com/channels/\d+/\d+/(\d+)")
 
 
 @dataclass
@@ -50,6 +52,7 @@ class Job:
     message: Message
     posted: float
     first_answer: float | None = None
+    answered_by: str = ""  # "reply", "reaction" or "link"
     result: float | None = None
     results: int = 0
 
@@ -146,7 +149,6 @@ async def run(args: argparse.Namespace) -> int:
     photo = tiny_photo(args.size * 2)
     style_names = styles.names()
     settings = {
-        "STYLEBOT_DOWNLOAD_HOSTS": "127.0.0.1",
         "STYLEBOT_DATA_DIR": tempfile.mkdtemp(prefix="stylebot-bench-"),
         "STYLEBOT_DEFAULT_QUALITY": "draft",
         "STYLEBOT_DEFAULT_SIZE": str(args.size),
@@ -163,6 +165,7 @@ async def run(args: argparse.Namespace) -> int:
         settings["STYLEBOT_WORKERS"] = str(args.workers)
     bot = Bot(settings, args.in_process)
     async with FakeDiscord() as fake:
+        settings["STYLEBOT_DOWNLOAD_HOSTS"] = fake.url  # its CDN: scheme, host and port
         channels = list(fake.guild.channels)
         while len(channels) < args.channels:
             channels += fake.add_guild(f"server {len(channels)}").channels
@@ -179,15 +182,24 @@ async def run(args: argparse.Namespace) -> int:
             by_message: dict[int, Job] = {}
             completions: list[int] = []
 
+            def answer(job: Job, at: float, how: str) -> None:
+                if job.first_answer is None or at < job.first_answer:
+                    job.first_answer, job.answered_by = at, how
+
             def watch(kind: str, message: Message) -> None:
+                if kind == "delete" or message.author.id != fake.bot_user.id:
+                    return
+                now = time.monotonic()
+                for linked in JUMP.findall(message.content):  # e.g. a queue board
+                    job = by_message.get(int(linked))
+                    if job is not None:
+                        answer(job, now, "link")
                 if kind != "create" or message.reference is None:
                     return
                 job = by_message.get(message.reference.id)
                 if job is None:
                     return
-                now = time.monotonic()
-                if job.first_answer is None:
-                    job.first_answer = now
+                answer(job, now, "reply")
                 if (
                     any(f.width for f in message.files)
                     and "here is your painting" in message.content
@@ -224,8 +236,7 @@ async def run(args: argparse.Namespace) -> int:
                 match = REACTION.search(record.path)
                 job = by_message.get(int(match[1])) if match else None
                 if job is not None and record.status < 300:
-                    first = job.first_answer
-                    job.first_answer = record.at if first is None else min(first, record.at)
+                    answer(job, record.at, "reaction")
         finally:
             await bot.stop()
         report(args, jobs, completions, elapsed, bot.log(), requests, fake)
@@ -273,9 +284,12 @@ def report(
         f"{budget} s of the busiest channel's budget; "
         f"wall / (painting / workers + budget) = {elapsed / (painting / workers + budget):.2f}"
     )
+    how = {k: sum(j.answered_by == k for j in jobs) for k in ("reply", "reaction", "link")}
     print(
         f"first answer p50 {percentile(first, 50) * 1000:.0f} ms, "
-        f"p99 {percentile(first, 99) * 1000:.0f} ms, max {max(first, default=0) * 1000:.0f} ms"
+        f"p99 {percentile(first, 99) * 1000:.0f} ms, max {max(first, default=0) * 1000:.0f} ms "
+        f"({how['reply']} replies, {how['reaction']} reactions, {how['link']} jump links; "
+        f"{len(jobs) - len(first)} never answered)"
     )
     if done:
         print(

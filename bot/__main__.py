@@ -1,17 +1,23 @@
-"""`stylebot`: run the bot until SIGINT/SIGTERM, with settings from the environment or `.env`."""
+"""`stylebot`: run the bot until SIGINT/SIGTERM, with settings from the environment or `.env`.
+
+`stylebot --check` exits 0 if a bot with the same STYLEBOT_DATA_DIR is logged in and answering
+(its heartbeat is fresh), else 1 with one line saying why: the container's healthcheck.
+"""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
-import os
 import signal
 import sys
 
 import discord
 from pydantic import ValidationError
 
+from bot import health
 from bot.app import build_bot
+from bot.credentials import TokenHandoffError, hide_from_proc, take_handoff
 from bot.settings import Settings
 from nst_engine.api import EngineError
 
@@ -19,8 +25,8 @@ log = logging.getLogger("bot")
 
 NO_TOKEN = (
     "stylebot: DISCORD_TOKEN is not set. Create an application at "
-    "https://discord.com/developers/applications, copy its token from the Bot page, and put "
-    "DISCORD_TOKEN=... in .env or the environment (see the README)."
+    "https://discord.com/developers/applications, copy its token from the Bot page, and put it "
+    "in a file named by DISCORD_TOKEN_FILE, or DISCORD_TOKEN=... in .env (see the README)."
 )
 
 
@@ -58,20 +64,50 @@ def _stop(bot: discord.Client, sig: signal.Signals) -> None:
         asyncio.get_running_loop().create_task(bot.close())
 
 
-def main() -> int:
+def report(exc: ValidationError) -> None:
+    """One line per bad setting, named as the user wrote it."""
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"]).upper()
+        if not field:  # a check across settings names them itself
+            print(f"stylebot: bad settings: {error['msg']}", file=sys.stderr)
+            continue
+        where = field if field.startswith("DISCORD_") else f"STYLEBOT_{field}"
+        print(f"stylebot: bad setting {where}: {error['msg']}", file=sys.stderr)
+
+
+def check() -> int:
+    """0 if the bot with this environment's data dir is alive, else 1 (Docker's "unhealthy")."""
     try:
         settings = Settings()
     except ValidationError as exc:
-        for error in exc.errors():
-            field = ".".join(str(part) for part in error["loc"]).upper()
-            where = field if field == "DISCORD_TOKEN" else f"STYLEBOT_{field}"
-            print(f"stylebot: bad setting {where}: {error['msg']}", file=sys.stderr)
+        report(exc)
+        return 1
+    problem = health.check(health.heartbeat_path(settings.data_dir))
+    print(f"stylebot: {problem or 'healthy'}", file=sys.stderr if problem else sys.stdout)
+    return 1 if problem else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="stylebot", description="Run the stylebot Discord bot.")
+    parser.add_argument(
+        "--check", action="store_true", help="exit 0 if the running bot is healthy, else 1"
+    )
+    if parser.parse_args(argv).check:
+        return check()  # reads no token, starts nothing
+    try:
+        hide_from_proc()  # returns only when the environment holds no token
+        handed = take_handoff()
+    except (TokenHandoffError, OSError) as exc:
+        print(f"stylebot: could not keep the token private: {exc}", file=sys.stderr)
+        return 2
+    try:
+        settings = Settings() if handed is None else Settings(discord_token=handed)
+    except ValidationError as exc:
+        report(exc)
         return 2
     if settings.discord_token is None or not settings.discord_token.get_secret_value().strip():
         print(NO_TOKEN, file=sys.stderr)
         return 2
-    # The painters are child processes that decode hostile images: they never see the token.
-    os.environ.pop("DISCORD_TOKEN", None)
     discord.utils.setup_logging(level=getattr(logging, settings.log_level), root=True)
     try:
         return asyncio.run(serve(settings))

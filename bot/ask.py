@@ -3,19 +3,21 @@
 A prefix command, a slash command and a result button each build an `Ask` here: options
 resolved with the bot's defaults and caps, the photo and style attachments picked and checked
 from their metadata, the bot's own permissions in the channel, and a `Front` that knows how to
-answer on that path (a reply or a reaction for a message; ephemeral notes and a follow-up for an
-interaction). `Studio.take(ask)` does the rest, the same way for all of them.
+answer on that path (a reply, or in a crowd a line on the queue board, for a message; ephemeral
+notes and a follow-up for an interaction). `Studio.take(ask)` does the rest, the same way for
+all of them.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import discord
 
 from bot import intake
+from bot.board import Boards
 from bot.intake import AttachmentLike, IntakeLimits
 from bot.options import Options
 from bot.traffic import ANSWER, Traffic
@@ -24,7 +26,6 @@ from nst_engine.api import InputError
 log = logging.getLogger(__name__)
 
 DEFAULT_UPLOAD = 10 * 1024 * 1024
-QUEUED_REACTION = "⏳"
 
 # What the bot needs in a channel to take a job there, as discord.Permissions attribute names.
 NEEDED = {
@@ -55,15 +56,19 @@ class Front(Protocol):
 
     async def answer(self, text: str, view: discord.ui.View) -> int | None:
         """The first visible answer for an accepted job: the id of a status message the bot
-        may edit later, or None when the answer was lighter (a reaction)."""
+        may edit later, or None when the answer was lighter (a line on the queue board)."""
 
 
 class MessageFront:
-    """A prefix command: a status reply while the channel's budget has room, else a reaction."""
+    """A prefix command: a status reply while the channel is quiet and its budget has room,
+    else a line on the channel's queue board, which answers a crowd with one message."""
 
-    def __init__(self, message: discord.Message, traffic: Traffic, may_speak: bool) -> None:
+    def __init__(
+        self, message: discord.Message, traffic: Traffic, boards: Boards, may_speak: bool
+    ) -> None:
         self.message = message
         self.traffic = traffic
+        self.boards = boards
         self.may_speak = may_speak
 
     async def acknowledge(self) -> None:
@@ -86,14 +91,14 @@ class MessageFront:
 
     async def answer(self, text: str, view: discord.ui.View) -> int | None:
         channel_id = self.message.channel.id
-        if self.traffic.room(channel_id):
+        if not self.boards.crowded(channel_id) and self.traffic.room(channel_id):
             sent = await self.traffic.send(
                 channel_id,
                 ANSWER,
                 lambda: self.message.reply(text, view=view, mention_author=False),
             )
             return sent.id
-        await self.message.add_reaction(QUEUED_REACTION)
+        self.boards.add(self.message)
         return None
 
 
@@ -144,6 +149,8 @@ class Ask:
     source_id: int | None = None  # the user's message, which results reply to
     inputs_on_result: bool = False  # no message holds the inputs: carry them on the result
     start: AttachmentLike | None = None  # Bigger: the earlier result the painting starts from
+    # a recipe's picture-style copies: its blend's first `~` parts, before any attached image
+    kept_styles: list[bytes] = field(default_factory=list)
 
 
 def _checked(
@@ -191,6 +198,7 @@ async def from_message(
     options: Options,
     limits: IntakeLimits,
     traffic: Traffic,
+    boards: Boards,
 ) -> Ask:
     """A prefix command's ask (`options` already resolved); raises `InputError`."""
     channel = message.channel
@@ -201,7 +209,7 @@ async def from_message(
     )
     in_thread = isinstance(channel, discord.Thread)
     speak = perms.send_messages_in_threads if in_thread else perms.send_messages
-    front = MessageFront(message, traffic, may_speak=perms.view_channel and speak)
+    front = MessageFront(message, traffic, boards, may_speak=perms.view_channel and speak)
     photo, styles, options = _checked(
         list(message.attachments), await replied_attachments(message), options, limits
     )

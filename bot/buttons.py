@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot import ask
+from bot import ask, provenance
 from bot.errors import friendly
 from bot.options import MAX_SEED, PACKED, Options, pack, unpack
 from nst_engine.api import MAX_STRENGTH, MIN_STRENGTH, InputError
@@ -124,6 +124,10 @@ class ResultButton(
                 "That result is too old to re-run; please ask again.", ephemeral=True
             )
             return
+        # Discord waits 3 s for a first answer: defer before anything that talks to Discord
+        # (fetching the original message). Refusals then edit the private "thinking" note.
+        front = ask.InteractionFront(interaction)
+        await front.acknowledge()
         try:
             if self.action == BIGGER and (self.options.size or 0) >= studio.settings.max_size:
                 raise InputError("That picture is already as big as I paint.")
@@ -132,7 +136,7 @@ class ResultButton(
                 interaction, self.source, options, studio.limits, bigger=self.action == BIGGER
             )
         except InputError as exc:
-            await interaction.response.send_message(friendly(exc), ephemeral=True)
+            await front.refuse(friendly(exc))
             return
         await studio.take(the_ask)
 
@@ -158,12 +162,46 @@ class CancelButton(
         await interaction.client.studio.cancel_from_button(interaction, self.job_id)
 
 
+class AboutButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"sb:i:(?P<job>[0-9a-f]{1,32})"
+):
+    """ℹ️ About: how the result was made, told privately to whoever presses it."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(
+            discord.ui.Button(
+                label="ℹ️ About",
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"sb:i:{job_id}",
+            )
+        )
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> AboutButton:
+        return cls(match["job"])
+
+    async def callback(self, interaction: discord.Interaction[StyleBot]) -> None:
+        journal = interaction.client.studio.journal
+        job = journal.get(self.job_id)
+        if job is None:
+            text = "That result is too old: I no longer know how it was made."
+        else:
+            text = provenance.about(job, journal.recipes.of_job(self.job_id))
+        await interaction.response.send_message(
+            text, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
+        )
+
+
 def result_view(
     owner_id: int, source: int | None, options: Options, job_id: str, max_size: int
 ) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     for action in ACTIONS:
         view.add_item(ResultButton(action, owner_id, source, options, job_id, max_size))
+    view.add_item(AboutButton(job_id))
     return view
 
 

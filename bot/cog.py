@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import ask, intake
+from bot import ask, intake, recipes, replies
 from bot.engine import describe_engine
 from bot.options import (
     MAX_SEED,
@@ -22,9 +22,9 @@ from bot.options import (
     blend_text,
     check_style_name,
     parse_blend,
-    parse_words,
+    parse_given,
 )
-from bot.pictures import reencode, server_sheet
+from bot.pictures import Pictures
 from nst_engine import gallery, images, styles
 from nst_engine.api import MAX_SIZE, MAX_STRENGTH, MIN_SIZE, MIN_STRENGTH, InputError
 
@@ -46,9 +46,13 @@ join in; up to {max_styles} styles).
 **Server styles**: `{p}style add NAME` (with an image) · `{p}style remove NAME` (both need \
 Manage Server) · `{p}style list`.
 The same works as `@{name} stylize ...` and as slash commands (`/stylize`, `/style add`, ...).
-Other commands: `styles` (the styles), `queue` (your jobs), `cancel [job]`, `about`.
+Other commands: `styles` (the styles), `queue` (your jobs), `history` (your last jobs), \
+`cancel [job]`, `about`.
 Under each result: **Stronger**, **Subtler**, **Keep colours**/**Full colour**, **New seed**, \
-**Bigger** (twice the size, from that very picture)."""
+**Bigger** (twice the size, from that very picture), **ℹ️ About** (how it was made).
+**Recipes**: each result shows `recipe:CODE`; `{p}stylize recipe:CODE` with a photo paints it \
+the same way (options after it change that). **Apps**: right-click a picture or a member → \
+Apps → **Stylize** / **Stylize avatar**."""
 
 CREDITS = """\
 **stylebot** paints with neural style transfer (Gatys, Ecker and Bethge, 2015–16): it optimises \
@@ -66,6 +70,8 @@ class StyleCog(commands.Cog, name="Stylize"):
     def __init__(self, bot: StyleBot) -> None:
         self.bot = bot
         self._gallery: bytes | None = None
+        # as many picture children at once as downloads: the bot's other decode work
+        self.pictures = Pictures(bot.settings.max_downloads)
 
     # ------------------------------------------------------------------ stylize
 
@@ -81,6 +87,7 @@ class StyleCog(commands.Cog, name="Stylize"):
         keep_colors="Keep the photo's own colours",
         seed="Change this for a different variation",
         timelapse="Also attach an animation of the painting forming",
+        recipe="A result's recipe:CODE, to paint with the same styles and options",
     )
     async def stylize(
         self,
@@ -95,35 +102,54 @@ class StyleCog(commands.Cog, name="Stylize"):
         keep_colors: bool | None = None,
         seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
         timelapse: bool | None = None,
+        recipe: str | None = None,
     ) -> None:
         """Paint a photo in the style of a painting, of other pictures, or a blend of them."""
         studio = self.bot.studio
         guild_id = ctx.guild.id if ctx.guild else None
+        names = studio.journal.styles.names(guild_id)
         if ctx.interaction is None:
-            words = self._words_after_command(ctx)
-            options = parse_words(words, studio.journal.style_names(guild_id))
+            code, words = recipes.split_words(self._words_after_command(ctx))
+            options, kept = await self._with_recipe(code, parse_given(words, names), guild_id)
             options = studio.resolve(options, guild_id)
             the_ask = await ask.from_message(
-                ctx.message, ctx.me, options, studio.limits, studio.traffic
+                ctx.message, ctx.me, options, studio.limits, studio.traffic, studio.notices.boards
             )
         else:
-            options = studio.resolve(
-                Options(
-                    style=blend_text(parse_blend(style)) if style else None,
-                    strength=1.0 if strength is None else strength,
-                    size=size,
-                    quality=quality,
-                    keep_colors=bool(keep_colors),
-                    seed=seed or 0,
-                    timelapse=bool(timelapse),
-                ),
-                guild_id,
+            given = {
+                "style": blend_text(parse_blend(style)) if style else None,
+                "strength": strength,
+                "size": size,
+                "quality": quality,
+                "keep_colors": keep_colors,
+                "seed": seed,
+                "timelapse": timelapse,
+            }
+            code = None if recipe is None else recipes.code_in(recipe)
+            options, kept = await self._with_recipe(
+                code, {k: v for k, v in given.items() if v is not None}, guild_id
             )
+            options = studio.resolve(options, guild_id)
             if photo is None:
                 raise InputError("Attach a photo in the `photo` option.")
             attached = [a for a in (photo, style_image, style_image2) if a is not None]
             the_ask = ask.from_interaction(ctx.interaction, options, attached, studio.limits)
+        the_ask.kept_styles = kept
+        the_ask.inputs_on_result = the_ask.inputs_on_result or bool(kept)  # for its buttons
         await studio.take(the_ask)
+
+    async def _with_recipe(
+        self, code: str | None, given: dict[str, object], guild_id: int | None
+    ) -> tuple[Options, list[bytes]]:
+        """The options `given`, on top of the recipe `code` if any, and its picture copies."""
+        if code is None:
+            return Options(**given), []  # type: ignore[arg-type]
+        journal = self.bot.studio.journal
+        found, pictures = await asyncio.to_thread(
+            journal.recipes.use, code, guild_id, journal.styles.names(guild_id)
+        )
+        options, count = recipes.apply(found, given)
+        return options, pictures[:count]
 
     @stylize.autocomplete("style")
     async def _style_autocomplete(
@@ -144,7 +170,7 @@ class StyleCog(commands.Cog, name="Stylize"):
         ]
         found += [
             app_commands.Choice(name=f"{head}{name} (this server's)"[:100], value=head + name)
-            for name in sorted(self.bot.studio.journal.style_names(interaction.guild_id))
+            for name in sorted(self.bot.studio.journal.styles.names(interaction.guild_id))
             if key in name
         ]
         return found[:25]
@@ -174,16 +200,18 @@ class StyleCog(commands.Cog, name="Stylize"):
         text = "**Built-in styles** (use the name after `stylize`):\n" + "\n".join(lines)
         files = [discord.File(io.BytesIO(self._gallery), filename="styles.jpg")]
         journal = self.bot.studio.journal
-        own = journal.styles_of(ctx.guild.id if ctx.guild else None)
+        own = journal.styles.of(ctx.guild.id if ctx.guild else None)
         if own:
             names = ", ".join(f"`{s.name}`" for s in own)
             text += f"\n**This server's styles**: {names}"
             try:  # their pictures are users' images: drawn by a child process
-                sheet = await server_sheet([(s.name, journal.dir / s.file) for s in own])
+                sheet = await self.pictures.server_sheet(
+                    [(s.name, journal.dir / s.file) for s in own]
+                )
                 files.append(discord.File(io.BytesIO(sheet), filename="server-styles.jpg"))
             except InputError as exc:
                 log.warning("guild %s: no sheet of its styles: %s", ctx.guild and ctx.guild.id, exc)
-        await ctx.reply(text, files=files, mention_author=False)
+        await self._reply(ctx, text, files=files, mention_author=False)
 
     # ------------------------------------------------------------------ server styles
 
@@ -207,7 +235,7 @@ class StyleCog(commands.Cog, name="Stylize"):
         guild = self._managed_guild(ctx)
         name = check_style_name(name)
         journal = self.bot.studio.journal
-        known = journal.style_names(guild.id)
+        known = journal.styles.names(guild.id)
         if name in known:
             raise InputError(f"This server already has a style `{name}`; remove it first.")
         if len(known) >= MAX_SERVER_STYLES:
@@ -220,18 +248,17 @@ class StyleCog(commands.Cog, name="Stylize"):
         await ctx.defer()
         data = await studio.downloader.read(image)
         s = self.bot.settings
-        png = await reencode(
+        png = await self.pictures.reencode(
             data, max_bytes=s.max_attachment_bytes, max_pixels=s.max_pixels, long_side=s.max_size
         )
         stored = await asyncio.to_thread(
-            journal.add_style, guild.id, name, png, ctx.author.id, MAX_SERVER_STYLES
+            journal.styles.add, guild.id, name, png, ctx.author.id, MAX_SERVER_STYLES
         )
         if not stored:
             raise InputError(f"This server has {MAX_SERVER_STYLES} styles already.")
         log.info("guild %s: style %s added by %s", guild.id, name, ctx.author.id)
-        await ctx.reply(
-            f"🖼️ Added the style `{name}` to this server: `stylize {name}`.", mention_author=False
-        )
+        added = f"🖼️ Added the style `{name}` to this server: `stylize {name}`."
+        await self._reply(ctx, added, mention_author=False)
 
     @style.command(name="remove")
     @app_commands.describe(name="The style's name")
@@ -239,17 +266,17 @@ class StyleCog(commands.Cog, name="Stylize"):
         """Remove one of this server's styles (Manage Server)."""
         guild = self._managed_guild(ctx)
         key = name.strip().lower()
-        if not await asyncio.to_thread(self.bot.studio.journal.remove_style, guild.id, key):
+        if not await asyncio.to_thread(self.bot.studio.journal.styles.remove, guild.id, key):
             raise InputError(f"This server has no style `{key}`.")
         log.info("guild %s: style %s removed by %s", guild.id, key, ctx.author.id)
-        await ctx.reply(f"🗑️ Removed the style `{key}`.", mention_author=False)
+        await self._reply(ctx, f"🗑️ Removed the style `{key}`.", mention_author=False)
 
     @style.command(name="list")
     async def style_list(self, ctx: commands.Context[StyleBot]) -> None:
         """This server's own styles."""
         if ctx.guild is None:
             raise InputError("Server styles only exist in a server.")
-        own = self.bot.studio.journal.styles_of(ctx.guild.id)
+        own = self.bot.studio.journal.styles.of(ctx.guild.id)
         if not own:
             text = "This server has no styles of its own yet (`style add NAME` with an image)."
         else:
@@ -257,14 +284,15 @@ class StyleCog(commands.Cog, name="Stylize"):
             text = f"**This server's styles** ({len(own)}/{MAX_SERVER_STYLES}):\n" + "\n".join(
                 lines
             )
-        await ctx.reply(text, mention_author=False, allowed_mentions=discord.AllowedMentions.none())
+        none = discord.AllowedMentions.none()
+        await self._reply(ctx, text, mention_author=False, allowed_mentions=none)
 
     @style_remove.autocomplete("name")
     async def _own_style_autocomplete(
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
         key = current.strip().lower()
-        names = sorted(self.bot.studio.journal.style_names(interaction.guild_id))
+        names = sorted(self.bot.studio.journal.styles.names(interaction.guild_id))
         return [app_commands.Choice(name=n, value=n) for n in names if key in n][:25]
 
     @staticmethod
@@ -277,7 +305,7 @@ class StyleCog(commands.Cog, name="Stylize"):
 
     @commands.Cog.listener()
     async def on_guild_remove(self, guild: discord.Guild) -> None:
-        removed = await asyncio.to_thread(self.bot.studio.journal.forget_guild, guild.id)
+        removed = await asyncio.to_thread(self.bot.studio.journal.styles.forget_guild, guild.id)
         log.info("left guild %s: removed its %d style(s)", guild.id, removed)
 
     @commands.hybrid_command(name="queue")
@@ -298,7 +326,7 @@ class StyleCog(commands.Cog, name="Stylize"):
         queue = studio.scheduler.queue
         totals = f"In all: {len(queue.running)} painting, {queue.waiting_count} waiting."
         mine = "\n".join(lines) if lines else "You have no jobs."
-        await ctx.reply(f"{mine}\n{totals}", ephemeral=True, mention_author=False)
+        await self._reply(ctx, f"{mine}\n{totals}", ephemeral=True, mention_author=False)
 
     @commands.hybrid_command(name="cancel")
     @app_commands.describe(job="The job id (from its status message); empty cancels all yours")
@@ -322,14 +350,14 @@ class StyleCog(commands.Cog, name="Stylize"):
             if not targets:
                 raise InputError("You have no jobs to cancel.")
         ids = ", ".join(f"`{t.id}`" for t in targets)
-        await ctx.reply(f"🛑 Cancelling {ids}.", ephemeral=True, mention_author=False)
+        await self._reply(ctx, f"🛑 Cancelling {ids}.", ephemeral=True, mention_author=False)
         for target in targets:
             await studio.cancel(target)
 
     @commands.hybrid_command(name="help")
     async def help(self, ctx: commands.Context[StyleBot]) -> None:
         """How to use the bot."""
-        await ctx.reply(self._usage(ctx), ephemeral=True, mention_author=False)
+        await self._reply(ctx, self._usage(ctx), ephemeral=True, mention_author=False)
 
     @commands.hybrid_command(name="about")
     async def about(self, ctx: commands.Context[StyleBot]) -> None:
@@ -338,10 +366,14 @@ class StyleCog(commands.Cog, name="Stylize"):
             f"{s.title} ({s.artist})" for name, s in styles.STYLES.items() if name != "vaporwave"
         )
         engine = describe_engine(self.bot.engine) if self.bot.engine is not None else "not started"
-        await ctx.reply(
+        await self._reply(
+            ctx,
             CREDITS.format(paintings=paintings) + f"\nPainting with: {engine}.\nSee `help`.",
             mention_author=False,
         )
+
+    async def _reply(self, ctx: commands.Context[StyleBot], text: str, **kwargs: Any) -> None:
+        await replies.reply(ctx, self.bot.traffic, text, **kwargs)
 
     def _usage(self, ctx: commands.Context[StyleBot]) -> str:
         me = self.bot.user

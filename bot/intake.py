@@ -1,8 +1,9 @@
 """Reading users' images from Discord attachments, safely.
 
 Only the attachments of the invoking message (or the message it replies to, or the result a
-button sits on) are ever read, and only from the allowed hosts (Discord's CDN by default): no
-arbitrary URLs, no redirects. Metadata (count, size, content type, dimensions) is checked before
+button sits on) are ever read, and only from the allowed origins (Discord's CDN by default, over
+https on its default port; an entry may name another `scheme://host:port`): no arbitrary URLs,
+no redirects. Metadata (count, size, content type, dimensions) is checked before
 downloading; the download streams with a hard byte cap (it stops at cap + 1 bytes, whatever the
 attachment claimed) and a timeout, a few at a time for the whole bot; the header is probed off
 the event loop. Pixels are decoded only in the painter processes.
@@ -41,6 +42,36 @@ class AttachmentLike(Protocol):
 
 
 @dataclass(frozen=True)
+class Origin:
+    """Where downloads may come from: a scheme, a host and a port, all three matched."""
+
+    scheme: str
+    host: str
+    port: int
+
+
+def origin(entry: str) -> Origin:
+    """An allow-list entry: a bare host means https on port 443; `scheme://host[:port]` says
+    otherwise (http or https). Raises ValueError for anything else."""
+    url = yarl.URL(entry if "://" in entry else f"https://{entry}")
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError(f"{entry!r} is not a host or an http(s)://host[:port]")
+    if url.user or url.password or url.path not in ("", "/") or url.query_string or url.fragment:
+        raise ValueError(f"{entry!r} must name only a scheme, a host and a port")
+    assert url.port is not None  # http and https have default ports
+    return Origin(url.scheme, url.host.lower(), url.port)
+
+
+def allowed(url: str, hosts: tuple[str, ...]) -> bool:
+    """Whether `url` is on one of the allowed origins (scheme, host and port all match)."""
+    parsed = yarl.URL(url)
+    if parsed.host is None or parsed.port is None:
+        return False
+    here = Origin(parsed.scheme, parsed.host.lower(), parsed.port)
+    return any(here == origin(entry) for entry in hosts)
+
+
+@dataclass(frozen=True)
 class IntakeLimits:
     max_bytes: int = images.MAX_BYTES
     max_pixels: int = images.MAX_PIXELS
@@ -70,9 +101,15 @@ def check_attachment(att: AttachmentLike, limits: IntakeLimits) -> None:
             f"`{name}` has too many pixels: {att.width}×{att.height}; "
             f"the limit is {limits.max_pixels / 1_000_000:g} megapixels."
         )
-    host = yarl.URL(att.url).host
-    if host not in limits.hosts:
-        log.warning("refused an attachment on host %r (allowed: %s)", host, limits.hosts)
+    if not allowed(att.url, limits.hosts):
+        url = yarl.URL(att.url)
+        log.warning(
+            "refused an attachment from %s://%s:%s (allowed: %s)",
+            url.scheme,
+            url.host,
+            url.port,
+            limits.hosts,
+        )
         raise InputError(f"`{name}` is not stored on Discord's CDN, so I won't download it.")
 
 

@@ -6,8 +6,8 @@ repaint the ones that were painting, deliver the painted ones. Inputs and a pain
 as files beside the database (`jobs/<id>/`) until the job ends; finished records are pruned after
 `keep_days`.
 
-The same database holds each server's own styles (`styles` table); their images, re-encoded PNGs,
-live in `styles/<guild_id>/<name>.png` until they are removed or the bot leaves the server.
+The same database holds each server's own styles (`bot.server_styles`) and the recipes
+(`bot.recipes`), each reached through the journal (`journal.styles`, `journal.recipes`).
 
 The database runs in WAL mode with `synchronous=NORMAL`: a committed transaction survives the
 process being killed at any moment (the OS holds the write); only a power cut may lose the last
@@ -16,20 +16,20 @@ few commits, and even then the file stays consistent.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 import shutil
 import sqlite3
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from bot import files
 from bot.options import Options
+from bot.recipes import RecipeBook
+from bot.server_styles import ServerStyles
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +64,6 @@ CREATE TABLE IF NOT EXISTS jobs (
     updated REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
-CREATE TABLE IF NOT EXISTS styles (
-    guild_id INTEGER NOT NULL,
-    name TEXT NOT NULL,
-    file TEXT NOT NULL,
-    created REAL NOT NULL,
-    added_by INTEGER NOT NULL,
-    PRIMARY KEY (guild_id, name)
-);
 """
 
 PHOTO = "photo"
@@ -83,17 +75,6 @@ START = "start"  # Bigger: the earlier result a job starts from
 def style_file(index: int) -> str:
     """The name of a job's style image file number `index` (0-based): `style`, `style-2`, ..."""
     return STYLE if index == 0 else f"{STYLE}-{index + 1}"
-
-
-@dataclass(frozen=True)
-class ServerStyle:
-    """One of a server's own styles: its name, its PNG (relative to the data dir), who added it."""
-
-    guild_id: int
-    name: str
-    file: str
-    created: float
-    added_by: int
 
 
 @dataclass(eq=False)
@@ -158,20 +139,6 @@ def _row_to_job(row: sqlite3.Row) -> Job:
     )
 
 
-def _write_file(path: Path, data: bytes) -> None:
-    """Write `data` to `path` durably and atomically (a reader never sees half a file)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class Journal:
     """The SQLite journal and the job files under `data_dir` (created if missing)."""
 
@@ -179,7 +146,6 @@ class Journal:
         self.dir = Path(data_dir)
         self.jobs_dir = self.dir / "jobs"
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
-        self.styles_dir = self.dir / "styles"
         self.keep_days = keep_days
         # One connection, used from the event loop and from worker threads (file writes run
         # there), one statement at a time.
@@ -192,6 +158,8 @@ class Journal:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(SCHEMA)
+        self.styles = ServerStyles(self.dir, self.dir / "stylebot.db")
+        self.recipes = RecipeBook(self.dir / "stylebot.db", keep_days=keep_days)
 
     def _execute(self, sql: str, params: tuple[object, ...] = ()) -> sqlite3.Cursor:
         with self._lock:
@@ -202,6 +170,8 @@ class Journal:
             return self._db.execute(sql, params).fetchall()
 
     def close(self) -> None:
+        self.recipes.close()
+        self.styles.close()
         with self._lock:
             self._db.close()
 
@@ -222,11 +192,11 @@ class Journal:
         """
         folder = self.jobs_dir / job.id
         folder.mkdir(exist_ok=True)
-        _write_file(folder / PHOTO, photo)
+        files.write_file(folder / PHOTO, photo)
         for index, data in enumerate(style_images):
-            _write_file(folder / style_file(index), data)
+            files.write_file(folder / style_file(index), data)
         if start is not None:
-            _write_file(folder / START, start)
+            files.write_file(folder / START, start)
         job.style_images = len(style_images)
         now = time.time()
         cursor = self._execute(
@@ -270,11 +240,15 @@ class Journal:
         for name, value in changes.items():
             setattr(job, name, value)
 
-    def end(self, job: Job, state: str, error: str | None = None) -> None:
-        """Record how the job ended and delete its files."""
+    def end(
+        self, job: Job, state: str, error: str | None = None, result_id: int | None = None
+    ) -> None:
+        """Record how the job ended (with its result message, in the same transaction), then
+        delete its files."""
         if state not in ENDED:
             raise ValueError(f"{state!r} is not an end state")
-        self.update(job, state=state, error=error)
+        result = {} if result_id is None else {"result_id": result_id}
+        self.update(job, state=state, error=error, **result)
         shutil.rmtree(self.jobs_dir / job.id, ignore_errors=True)
 
     def unfinished(self) -> list[Job]:
@@ -307,8 +281,8 @@ class Journal:
         folder = self.jobs_dir / job.id
         folder.mkdir(exist_ok=True)
         for name, data in copies.items():
-            _write_file(folder / f"copy-{name}", data)
-        _write_file(folder / RESULT, png)
+            files.write_file(folder / f"copy-{name}", data)
+        files.write_file(folder / RESULT, png)
         self.update(job, state=PAINTED)
 
     def result(self, job: Job) -> tuple[bytes, dict[str, bytes]]:
@@ -319,71 +293,12 @@ class Journal:
         }
         return (folder / RESULT).read_bytes(), copies
 
-    # ---------------------------------------------------------------- server styles
-
-    def add_style(self, guild_id: int, name: str, png: bytes, added_by: int, cap: int) -> bool:
-        """Store a server style (file first, then its row); False when the server already has
-        `cap` styles. Replaces a style of the same name."""
-        relative = f"styles/{guild_id}/{name}.png"
-        path = self.dir / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self._lock:
-            count = self._db.execute(
-                "SELECT COUNT(*) FROM styles WHERE guild_id = ? AND name != ?", (guild_id, name)
-            ).fetchone()[0]
-            if count >= cap:
-                return False
-            _write_file(path, png)
-            self._db.execute(
-                "INSERT OR REPLACE INTO styles (guild_id, name, file, created, added_by) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (guild_id, name, relative, time.time(), added_by),
-            )
-        return True
-
-    def styles_of(self, guild_id: int | None) -> list[ServerStyle]:
-        """A server's own styles, by name (none outside a server)."""
-        if guild_id is None:
-            return []
-        rows = self._rows(
-            "SELECT guild_id, name, file, created, added_by FROM styles WHERE guild_id = ? "
-            "ORDER BY name",
-            (guild_id,),
-        )
-        return [ServerStyle(**dict(row)) for row in rows]
-
-    def style_names(self, guild_id: int | None) -> set[str]:
-        return {s.name for s in self.styles_of(guild_id)}
-
-    def style_image(self, guild_id: int, name: str) -> tuple[bytes, str] | None:
-        """A server style's PNG and its sha256 (the key of its cached targets), or None."""
-        rows = self._rows(
-            "SELECT file FROM styles WHERE guild_id = ? AND name = ?", (guild_id, name)
-        )
-        if not rows:
-            return None
-        data = (self.dir / rows[0]["file"]).read_bytes()
-        return data, hashlib.sha256(data).hexdigest()
-
-    def remove_style(self, guild_id: int, name: str) -> bool:
-        """Forget a server style (row, then file); False when there was none."""
-        rows = self._rows(
-            "DELETE FROM styles WHERE guild_id = ? AND name = ? RETURNING file", (guild_id, name)
-        )
-        for row in rows:
-            (self.dir / row["file"]).unlink(missing_ok=True)
-        return bool(rows)
-
-    def forget_guild(self, guild_id: int) -> int:
-        """Remove every style of a server (the bot left it); returns how many."""
-        rows = self._rows("DELETE FROM styles WHERE guild_id = ? RETURNING name", (guild_id,))
-        shutil.rmtree(self.styles_dir / str(guild_id), ignore_errors=True)
-        return len(rows)
-
     # ---------------------------------------------------------------- housekeeping
 
-    def prune(self, now: float | None = None) -> int:
-        """Forget ended jobs older than `keep_days` and remove folders no live job owns."""
+    def prune(self, now: float | None = None, *, orphan_age: float = 0.0) -> int:
+        """Forget ended jobs older than `keep_days` and remove folders no live job owns that
+        were last written over `orphan_age` s ago (a running bot passes a margin: `add` writes
+        a new job's folder before its record)."""
         now = time.time() if now is None else now
         cursor = self._execute(
             "DELETE FROM jobs WHERE state IN (?, ?, ?) AND updated < ?",
@@ -391,6 +306,16 @@ class Journal:
         )
         live = {job.id for job in self.unfinished()}
         for folder in self.jobs_dir.iterdir():
-            if folder.name not in live:
+            if folder.name not in live and (not orphan_age or files.age(folder, now) > orphan_age):
                 shutil.rmtree(folder, ignore_errors=True)
+        self.recipes.prune(now)
         return cursor.rowcount
+
+    def recent(self, owner_id: int, guild_id: int | None, limit: int = 10) -> list[Job]:
+        """A user's last `limit` jobs in a server (`guild_id` None: anywhere), newest first."""
+        where = "owner_id = ?" + ("" if guild_id is None else " AND guild_id = ?")
+        params = (owner_id,) if guild_id is None else (owner_id, guild_id)
+        rows = self._rows(
+            f"SELECT {_COLUMNS} FROM jobs WHERE {where} ORDER BY seq DESC LIMIT ?", (*params, limit)
+        )
+        return [_row_to_job(row) for row in rows]

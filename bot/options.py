@@ -194,6 +194,11 @@ def parse_words(words: list[str], server_styles: Collection[str] = ()) -> Option
     """Parse the prefix form's words; unknown words and typos get a clear `InputError`.
 
     Style names are checked against the built-ins and `server_styles` (the server's own)."""
+    return Options(**parse_given(words, server_styles))  # type: ignore[arg-type]
+
+
+def parse_given(words: list[str], server_styles: Collection[str] = ()) -> dict[str, object]:
+    """Only the options the words give, by `Options` field name (what overrides a recipe)."""
     found: dict[str, object] = {}
     for word in words:
         key, sep, value = word.partition("=")
@@ -228,7 +233,7 @@ def parse_words(words: list[str], server_styles: Collection[str] = ()) -> Option
             raise InputError(
                 f"Unknown option `{key}`. Use strength=, size=, quality=, seed= or keep-colors."
             )
-    return Options(**found)  # type: ignore[arg-type]
+    return found
 
 
 # The compact form carried in a button's custom_id (with the action and ids around it):

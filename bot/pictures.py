@@ -4,7 +4,8 @@
 it with the engine's caps, shrinks it to LONG_SIDE when it is larger, and writes a PNG without
 metadata on stdout. `python -m bot.pictures sheet THUMB` reads a JSON list of [name, path] (a
 server's stored styles) on stdin and writes a JPEG contact sheet of them. A bad image exits 2
-with its one-line reason on stderr.
+with its one-line reason on stderr. The bot starts them through one `Pictures`, which bounds
+how many run at once.
 """
 
 from __future__ import annotations
@@ -103,6 +104,26 @@ async def server_sheet(
     """A JPEG contact sheet of a server's stored styles, made by a child process."""
     listing = json.dumps([[name, str(path)] for name, path in entries]).encode()
     return await _child(["sheet", str(thumb)], listing, timeout)
+
+
+class Pictures:
+    """The bot's picture children, at most `concurrency` alive at once: each decodes a user's
+    image and may take hundreds of MB, so a burst of `styles` or `style add` queues here."""
+
+    def __init__(self, concurrency: int) -> None:
+        self._gate = asyncio.Semaphore(concurrency)
+
+    async def reencode(
+        self, data: bytes, *, max_bytes: int, max_pixels: int, long_side: int
+    ) -> bytes:
+        async with self._gate:
+            return await reencode(
+                data, max_bytes=max_bytes, max_pixels=max_pixels, long_side=long_side
+            )
+
+    async def server_sheet(self, entries: list[tuple[str, Path]]) -> bytes:
+        async with self._gate:
+            return await server_sheet(entries)
 
 
 def main() -> int:

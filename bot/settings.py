@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from bot.intake import CDN_HOSTS
+from bot.intake import CDN_HOSTS, origin
 from nst_engine.api import MAX_SIZE, MIN_SIZE
 
 
@@ -20,6 +20,8 @@ class Settings(BaseSettings):
     )
 
     discord_token: SecretStr | None = Field(default=None, validation_alias="DISCORD_TOKEN")
+    # The recommended way: a file that holds the token (a Docker secret), see bot.credentials.
+    discord_token_file: Path | None = Field(default=None, validation_alias="DISCORD_TOKEN_FILE")
     prefix: str = Field(default="!", min_length=1, max_length=10)
     message_content_intent: bool = True
     sync_commands: bool = True
@@ -47,6 +49,8 @@ class Settings(BaseSettings):
     ray_painters: int = Field(default=1, ge=1)  # painters per GPU, or per CPU-only node
     workers: int | None = Field(default=None, ge=1)
     workers_per_device: int = Field(default=1, ge=1)
+    # local engine: jobs a CUDA worker paints as one batch (1: off; CPU workers never batch)
+    batch_max: int = Field(default=1, ge=1)
     painter_nice: int = Field(default=10, ge=0, le=19)  # painters' CPU priority below the bot's
     devices: Annotated[tuple[str, ...], NoDecode] = ()
     job_timeout: float = Field(default=600.0, gt=0)
@@ -63,10 +67,33 @@ class Settings(BaseSettings):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
+    @field_validator("download_hosts")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            origin(entry)  # a bare host (https, port 443) or scheme://host[:port]
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _token_from_file(self) -> Settings:
+        if self.discord_token_file is None:
+            return self
+        if self.discord_token is not None and self.discord_token.get_secret_value().strip():
+            raise ValueError("set DISCORD_TOKEN or DISCORD_TOKEN_FILE, not both")
+        path = self.discord_token_file
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"DISCORD_TOKEN_FILE: cannot read {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"DISCORD_TOKEN_FILE: {path} is not UTF-8 text") from None
+        self.discord_token = SecretStr(text.strip())
+        return self
 
     @model_validator(mode="after")
     def _default_fits_cap(self) -> Settings:

@@ -2,11 +2,12 @@
 
 Discord lets a bot make about 5 message creates and edits per 5 s in one channel. Every send
 and edit the bot makes in a channel goes through that channel's `Lane`: one request at a time,
-the most important first (results, then first answers, then progress of running jobs, then
-queue positions), and an edit still waiting is replaced by a newer one for the same message, so
-a busy channel sends the latest state rather than every state. The lane's model of the bucket
-is corrected from the X-RateLimit-* headers of every answer (`trace_config`), so it stays right
-when Discord's numbers differ from the defaults.
+the most important first (queue-board pages, results, first answers, progress of running
+jobs, queue positions), and an edit still waiting is replaced by a newer one for
+the same message, so a busy channel sends the latest state rather than every state. The lane's
+model of the bucket is corrected from the X-RateLimit-* headers of every answer in that bucket
+(`trace_config`; Discord's route + channel, by X-RateLimit-Bucket), so it stays right when
+Discord's numbers differ from the defaults, and reading the channel never resets it.
 
 Interaction responses and follow-ups are not channel traffic: they have their own budget.
 """
@@ -14,6 +15,7 @@ Interaction responses and follow-ups are not channel traffic: they have their ow
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import logging
@@ -27,13 +29,38 @@ import aiohttp
 
 log = logging.getLogger(__name__)
 
-RESULT, ANSWER, PROGRESS, POSITION = range(4)
+# Most urgent first: a queue-board page (one answers ~20 commands of a crowd), a result, a
+# first answer, a running job's progress, a waiting job's queue place.
+BOARD, RESULT, ANSWER, PROGRESS, POSITION = range(5)
 DEFAULT_LIMIT = 5
+# Progress and queue places never spend the last KEEP requests of a window: those stay for
+# results, queue-board pages and first answers that may come before it resets.
+KEEP = 2
 DEFAULT_WINDOW = 5.0
-# Message routes of a channel (creates, edits, deletes); reactions have buckets of their own.
-_MESSAGE_ROUTE = re.compile(r"/channels/(\d+)/messages(?:/\d+)?$")
+# Message routes of a channel; the bucket of sends (creates, edits, deletes) is the lane's.
+# Reading them (GET) has a bucket of its own, as reactions do.
+_MESSAGE_ROUTE = re.compile(r"/channels/(\d+)/messages(/\d+)?$")
+_SENDS = frozenset({"POST", "PATCH", "DELETE"})
+_CREATE = "POST /channels/{channel_id}/messages"
+
+IDLE_TIMEOUT = 30.0  # s an empty lane's task waits for work before it ends
 
 Send = Callable[[], Awaitable[Any]]
+# How an empty lane waits for work: True when woken, False when it gave up (idle).
+IdleWait = Callable[[asyncio.Event], Awaitable[bool]]
+
+
+def idle_timeout(seconds: float) -> IdleWait:
+    """Wait for the lane's wake-up at most `seconds`."""
+
+    async def wait(wake: asyncio.Event) -> bool:
+        try:
+            await asyncio.wait_for(wake.wait(), timeout=seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    return wait
 
 
 class Budget:
@@ -59,11 +86,12 @@ class Budget:
         self._roll(time.monotonic() if now is None else now)
         return self.remaining
 
-    def delay(self, now: float | None = None) -> float:
-        """Seconds until a request may go (0 when it may go now)."""
+    def delay(self, now: float | None = None, *, keep: int = 0) -> float:
+        """Seconds until a request may go and still leave `keep` requests of the window unspent
+        (0 when it may go now)."""
         now = time.monotonic() if now is None else now
         self._roll(now)
-        if self.remaining > 0 or self.reset_at is None:
+        if self.remaining > min(keep, self.limit - 1) or self.reset_at is None:
             return 0.0
         return max(0.0, self.reset_at - now)
 
@@ -95,9 +123,10 @@ class _Item:
 class Lane:
     """The queue of one channel: sends one request at a time when the budget allows."""
 
-    def __init__(self, budget: Budget, name: str = "-") -> None:
+    def __init__(self, budget: Budget, name: str = "-", idle: IdleWait | None = None) -> None:
         self.budget = budget
         self.name = name
+        self._idle = idle or idle_timeout(IDLE_TIMEOUT)
         self._heap: list[_Item] = []
         self._keyed: dict[Hashable, _Item] = {}
         self._serial = itertools.count()
@@ -134,6 +163,11 @@ class Lane:
             self._task = asyncio.create_task(self._run(), name=f"stylebot-lane-{self.name}")
         return future
 
+    def _peek(self) -> _Item | None:
+        while self._heap and self._heap[0].dropped:
+            heapq.heappop(self._heap)
+        return self._heap[0] if self._heap else None
+
     def _pop(self) -> _Item | None:
         while self._heap:
             item = heapq.heappop(self._heap)
@@ -148,14 +182,18 @@ class Lane:
         while True:
             if not self.pending:
                 self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=30)
-                except TimeoutError:
-                    return  # idle: the next submit starts a new task
+                if not await self._idle(self._wake) and not self.pending:
+                    # Idle. No await between that check and the end of the task, so a submit
+                    # either found work waiting here or finds this task done and starts one.
+                    return
                 continue
-            delay = self.budget.delay()
+            top = self._peek()
+            keep = KEEP if top is not None and top.priority >= PROGRESS else 0
+            delay = self.budget.delay(keep=keep)
             if delay > 0:
-                await asyncio.sleep(delay)
+                self._wake.clear()  # a more urgent request may come and go before the reset
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
                 continue
             item = self._pop()
             if item is None:
@@ -196,6 +234,7 @@ class Traffic:
         self.limit = limit
         self.window = window
         self._lanes: dict[int, Lane] = {}
+        self._buckets: dict[str, str] = {}  # "METHOD route" -> Discord's bucket hash
 
     def lane(self, channel_id: int) -> Lane:
         lane = self._lanes.get(channel_id)
@@ -215,10 +254,26 @@ class Traffic:
         lane = self.lane(channel_id)
         return lane.budget.available() - lane.urgent - int(lane.busy) > spare
 
-    def observe(self, path: str, headers: Any) -> None:
-        """Correct a channel's budget from an answer's X-RateLimit-* headers."""
+    def observe(self, method: str, path: str, headers: Any) -> None:
+        """Correct a channel's budget from an answer's X-RateLimit-* headers.
+
+        Discord keys a bucket by route and major parameter (the channel), and says in
+        X-RateLimit-Bucket which routes share one. The lane's bucket is that of message creates
+        in its channel: an answer counts if its bucket hash is the creates' hash, or, before
+        that hash is known, if it is a send (POST, PATCH, DELETE) on the channel's messages.
+        Reading messages (GET) never resets the send budget."""
         match = _MESSAGE_ROUTE.search(path)
         if match is None:
+            return
+        route = f"{method} /channels/{{channel_id}}/messages" + ("/{id}" if match[2] else "")
+        bucket = headers.get("X-RateLimit-Bucket")
+        if bucket:
+            self._buckets[route] = bucket
+        sends = self._buckets.get(_CREATE)
+        if sends is not None and bucket:
+            if bucket != sends:
+                return
+        elif method not in _SENDS:
             return
         lane = self._lanes.get(int(match[1]))
         remaining, reset_after = (
@@ -238,7 +293,7 @@ class Traffic:
         discord.py client as `http_trace`)."""
 
         async def on_end(_: Any, __: Any, params: aiohttp.TraceRequestEndParams) -> None:
-            self.observe(params.url.path, params.response.headers)
+            self.observe(params.method, params.url.path, params.response.headers)
 
         trace = aiohttp.TraceConfig()
         trace.on_request_end.append(on_end)

@@ -26,4 +26,4 @@ def point_at(base: str) -> None:
 
 if __name__ == "__main__":
     point_at(sys.argv[1])
-    sys.exit(main())
+    sys.exit(main([]))

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
+import secrets
 import signal
+import sqlite3
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,9 +20,13 @@ from typing import Any
 
 import pytest
 
+from bot import journal
+from bot.journal import Job, Journal
+from bot.options import Options
 from nst_engine.api import StyleRequest, StyleSource
 from tests.fakecord import FakeDiscord, Message, User
-from tests.test_bot_e2e import LONG, PHOTO, engine, paintings_for, running_bot
+from tests.fakecord.rest import NONCE_WINDOW
+from tests.test_bot_e2e import LONG, PHOTO, bot_reply, engine, paintings_for, running_bot
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -41,7 +48,7 @@ def bot_env(discord: FakeDiscord, data_dir: Path, **extra: str) -> dict[str, str
             "PYTHONPATH": str(ROOT),
             "DISCORD_TOKEN": discord.token,
             "STYLEBOT_DATA_DIR": str(data_dir),
-            "STYLEBOT_DOWNLOAD_HOSTS": "127.0.0.1",
+            "STYLEBOT_DOWNLOAD_HOSTS": discord.url,  # fakecord's CDN: scheme, host and port
             "STYLEBOT_DEFAULT_SIZE": "64",
             "STYLEBOT_MAX_SIZE": "128",
             "STYLEBOT_DEFAULT_QUALITY": "draft",
@@ -242,3 +249,139 @@ async def test_a_failing_upload_tells_the_owner_and_never_idles_the_painter(engi
         await discord.wait_for(lambda: "kept failing" in second.content, WAIT)
         assert not any(paintings_for(discord, user) for user, _ in asks)
         assert not bot.studio.jobs and not bot.studio.journal.unfinished()
+
+
+# ---------------------------------------------------------------- exactly once across a crash
+
+
+def seed_painted(
+    data_dir: Path,
+    discord: FakeDiscord,
+    user: User,
+    ask: Message,
+    *,
+    job_id: str | None = None,
+    upload_limit: int = 10 * 1024 * 1024,
+    copies: dict[str, bytes] | None = None,
+) -> str:
+    """Journal a job as a bot that crashed right after saving its painting would have left it:
+    painted, its result beside the database, not yet delivered. Returns its id."""
+    job = Job(
+        id=job_id or secrets.token_hex(4),
+        owner_id=user.id,
+        guild_id=discord.guild.id,
+        channel_id=discord.channel.id,
+        options=Options(style="udnie", size=64, quality="draft"),
+        upload_limit=upload_limit,
+        source_id=ask.id,
+        reply_to_id=ask.id,
+        state=journal.WAITING,
+    )
+    store = Journal(data_dir)
+    try:
+        store.add(job, PHOTO)
+        meta = {"width": 64, "height": 48, "seconds": 1.0, "device": "cpu"}
+        store.save_result(job, PHOTO, {"meta.json": json.dumps(meta).encode(), **(copies or {})})
+    finally:
+        store.close()
+    return job.id
+
+
+def journalled(data_dir: Path, job_id: str) -> Job | None:
+    store = Journal(data_dir)
+    try:
+        return store.get(job_id)
+    finally:
+        store.close()
+
+
+async def test_a_result_created_but_unheard_is_found_after_a_flood_and_the_nonce_window(
+    tmp_path: Path,
+) -> None:
+    """The bot dies between Discord creating its result and hearing of it; 150 messages come
+    before the result and 150 after; the restart comes after Discord forgot the nonce. The
+    look-back must find the result (newest first, as far back as the job's anchor) and post
+    nothing again."""
+    log, data = tmp_path / "bot.log", tmp_path / "data"
+    async with FakeDiscord() as discord:
+        user, chatter = discord.add_user("ann"), discord.add_user("chatter")
+        ask = await discord.post(user, "!stylize udnie", files=[("cat.png", PHOTO)])
+        job_id = seed_painted(data, discord, user, ask)
+        for i in range(150):
+            await discord.post(chatter, f"before {i}")
+        # Discord creates the result, then answers 500, every time: the bot never hears of it
+        discord.fail_next(
+            "POST /channels/{channel_id}/messages", status=500, after_commit=True, count=10_000
+        )
+        async with bot_process(discord, data, log) as proc:
+            [result] = await discord.wait_for(lambda: paintings_for(discord, user), WAIT)
+            os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+        discord.failures.clear()
+        for i in range(150):
+            await discord.post(chatter, f"after {i}")
+        forget_nonces(discord)
+        assert journalled(data, job_id).state == journal.PAINTED  # type: ignore[union-attr]
+        async with bot_process(discord, data, log):
+            await discord.wait_for(lambda: journal_ended(data, job_id), WAIT)
+        assert paintings_for(discord, user) == [result]
+        ended = journalled(data, job_id)
+        assert ended is not None and ended.result_id == result.id
+
+
+def forget_nonces(discord: FakeDiscord) -> None:
+    """Let Discord's nonce window pass for every message created so far."""
+    for key, (message, at) in list(discord.nonces.items()):
+        discord.nonces[key] = (message, at - NONCE_WINDOW - 1)
+
+
+def journal_ended(data_dir: Path, job_id: str) -> bool:
+    job = journalled(data_dir, job_id)
+    return job is not None and job.state in journal.ENDED
+
+
+async def test_an_echo_of_the_result_text_without_the_picture_is_no_delivery(
+    engine: Any, tmp_path: Path
+) -> None:
+    """A member gets the bot to repeat a job's marker, (job `ID`), in a reply of its own; after
+    a restart that echo must not pass for the result: the painting is posted."""
+    data = tmp_path / "data"
+    async with FakeDiscord() as discord:
+        user = discord.add_user("bea")
+        ask = await discord.post(user, "!stylize udnie", files=[("cat.png", PHOTO)])
+        job_id = secrets.token_hex(4)
+        async with running_bot(discord, engine, data_dir=str(tmp_path / "elsewhere")):
+            command = await discord.post(user, f'!cancel "(job `{job_id}`)"')
+            await bot_reply(discord, command, f"(job `{job_id}`)")
+        seed_painted(data, discord, user, ask, job_id=job_id)
+        async with running_bot(discord, engine, data_dir=str(data)) as bot:
+            [result] = await discord.wait_for(lambda: paintings_for(discord, user), WAIT)
+            await discord.wait_for(lambda: journal_ended(data, job_id), WAIT)
+            ended = bot.studio.journal.get(job_id)
+            assert ended is not None and ended.state == journal.DELIVERED
+            assert ended.result_id == result.id
+
+
+async def test_a_saved_result_id_is_used_before_any_look_back(engine: Any, tmp_path: Path) -> None:
+    """A journal that holds the result's id but not yet the job's end (older versions wrote
+    them apart): the restart fetches that message and walks no history."""
+    data = tmp_path / "data"
+    async with FakeDiscord() as discord:
+        user, chatter = discord.add_user("cy"), discord.add_user("chatter")
+        ask = await discord.post(user, "!stylize udnie", files=[("cat.png", PHOTO)])
+        job_id = seed_painted(data, discord, user, ask)
+        for i in range(150):
+            await discord.post(chatter, f"before {i}")
+        async with running_bot(discord, engine, data_dir=str(data)):
+            [result] = await discord.wait_for(lambda: paintings_for(discord, user), WAIT)
+            await discord.wait_for(lambda: journal_ended(data, job_id), WAIT)
+        with contextlib.closing(sqlite3.connect(data / "stylebot.db")) as db, db:
+            db.execute("UPDATE jobs SET state = ? WHERE id = ?", (journal.PAINTED, job_id))
+        forget_nonces(discord)
+        seen = len(discord.requests)
+        async with running_bot(discord, engine, data_dir=str(data)):
+            await discord.wait_for(lambda: journal_ended(data, job_id), WAIT)
+        assert paintings_for(discord, user) == [result]
+        reads = {r.route for r in discord.requests[seen:] if r.method == "GET"}
+        assert "/channels/{channel_id}/messages/{message_id}" in reads
+        assert "/channels/{channel_id}/messages" not in reads

@@ -50,7 +50,9 @@ PHOTO = sample("chelsea.png")
 STYLE = sample("rocket.jpg", fmt="JPEG")
 
 
-def settings(token: str, **overrides: Any) -> Settings:
+def settings(token: str, cdn: str | None = None, **overrides: Any) -> Settings:
+    """The bot's settings for tests; `cdn`: the fakecord whose CDN it downloads from
+    (`discord.url`: scheme, host and port), else Discord's."""
     values: dict[str, Any] = {
         "discord_token": token,
         "default_size": 64,
@@ -60,9 +62,10 @@ def settings(token: str, **overrides: Any) -> Settings:
         "status_interval": 0.2,
         "max_attachment_bytes": 300_000,
         "download_timeout": 10.0,
-        "download_hosts": ("127.0.0.1",),  # fakecord's CDN
         "data_dir": tempfile.mkdtemp(prefix="stylebot-test-"),
     }
+    if cdn is not None:
+        values["download_hosts"] = (cdn,)
     return Settings(_env_file=None, **(values | overrides))  # type: ignore[call-arg]
 
 
@@ -78,7 +81,7 @@ async def engine() -> AsyncIterator[ProcessPoolEngine]:
 async def running_bot(
     discord: FakeDiscord, engine: ProcessPoolEngine, **overrides: Any
 ) -> AsyncIterator[StyleBot]:
-    bot = build_bot(settings(discord.token, **overrides), engine)
+    bot = build_bot(settings(discord.token, discord.url, **overrides), engine)
     task = asyncio.create_task(bot.start(discord.token))
     try:
         await asyncio.wait_for(bot.wait_until_ready(), 30)
@@ -524,7 +527,7 @@ async def test_mention_prefix_without_the_intent_and_buttons_after_a_restart(eng
 
 async def test_stylebot_owns_its_engine_and_stops_on_sigterm() -> None:
     async with FakeDiscord() as discord:
-        own = settings(discord.token, workers=1, devices="cpu", sync_commands=False)
+        own = settings(discord.token, discord.url, workers=1, devices="cpu", sync_commands=False)
         server = asyncio.create_task(serve(own))
         uma = discord.add_user("uma")
         await discord.wait_for(lambda: "IDENTIFY" in discord.gateway_ops, WAIT)

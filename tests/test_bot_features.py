@@ -151,21 +151,21 @@ def test_a_keyed_style_image_has_its_targets_cached_under_its_key(
 
 def test_styles_table_per_server_capped_and_forgotten(tmp_path: Path) -> None:
     j = Journal(tmp_path)
-    assert j.add_style(1, "ours", b"png-1", added_by=7, cap=2)
-    assert j.add_style(1, "theirs", b"png-2", added_by=8, cap=2)
-    assert not j.add_style(1, "third", b"png-3", added_by=7, cap=2)  # the cap
-    assert j.add_style(2, "ours", b"png-4", added_by=9, cap=2)  # another server's own
+    assert j.styles.add(1, "ours", b"png-1", added_by=7, cap=2)
+    assert j.styles.add(1, "theirs", b"png-2", added_by=8, cap=2)
+    assert not j.styles.add(1, "third", b"png-3", added_by=7, cap=2)  # the cap
+    assert j.styles.add(2, "ours", b"png-4", added_by=9, cap=2)  # another server's own
     again = Journal(tmp_path)  # survives a restart
-    assert [(s.name, s.added_by) for s in again.styles_of(1)] == [("ours", 7), ("theirs", 8)]
-    data, key = again.style_image(1, "ours")  # type: ignore[misc]
+    assert [(s.name, s.added_by) for s in again.styles.of(1)] == [("ours", 7), ("theirs", 8)]
+    data, key = again.styles.image(1, "ours")  # type: ignore[misc]
     assert data == b"png-1" and len(key) == 64
-    assert again.style_image(2, "ours")[0] == b"png-4"  # type: ignore[index]
-    assert again.style_names(None) == set()
-    assert again.remove_style(1, "theirs") and not again.remove_style(1, "theirs")
+    assert again.styles.image(2, "ours")[0] == b"png-4"  # type: ignore[index]
+    assert again.styles.names(None) == set()
+    assert again.styles.remove(1, "theirs") and not again.styles.remove(1, "theirs")
     assert not (tmp_path / "styles" / "1" / "theirs.png").exists()
-    assert again.forget_guild(1) == 1
-    assert again.styles_of(1) == [] and not (tmp_path / "styles" / "1").exists()
-    assert again.style_names(2) == {"ours"}
+    assert again.styles.forget_guild(1) == 1
+    assert again.styles.of(1) == [] and not (tmp_path / "styles" / "1").exists()
+    assert again.styles.names(2) == {"ours"}
     with sqlite3.connect(tmp_path / "stylebot.db") as db:
         columns = [row[1] for row in db.execute("PRAGMA table_info(styles)")]
     assert columns == ["guild_id", "name", "file", "created", "added_by"]
@@ -393,7 +393,7 @@ async def test_server_styles_add_use_list_remove_restart_and_leave(engine) -> No
             guild = bot.get_guild(club.id)
             assert guild is not None
             bot.dispatch("guild_remove", guild)
-            await discord.wait_for(lambda: not bot.studio.journal.styles_of(club.id), WAIT)
+            await discord.wait_for(lambda: not bot.studio.journal.styles.of(club.id), WAIT)
             assert not (Path(data_dir) / "styles" / str(club.id)).exists()
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import io
+from dataclasses import replace
 
 import pytest
 from aiohttp import web
 from PIL import Image
 
-from bot.intake import Downloader, IntakeLimits, check_attachment, pick
+from bot.intake import Downloader, IntakeLimits, check_attachment, origin, pick
+from bot.settings import Settings
 from nst_engine.api import InputError
 
 
@@ -39,7 +41,9 @@ def png(width: int = 64, height: int = 48) -> bytes:
     return out.getvalue()
 
 
-LIMITS = IntakeLimits(max_bytes=100_000, max_pixels=1_000_000, timeout=2.0, hosts=("127.0.0.1",))
+LIMITS = IntakeLimits(
+    max_bytes=100_000, max_pixels=1_000_000, timeout=2.0, hosts=("http://127.0.0.1:1",)
+)
 
 
 @pytest.mark.parametrize(
@@ -63,6 +67,43 @@ def test_metadata_accepts_a_plain_image() -> None:
     check_attachment(Upload("https://cdn.discordapp.com/attachments/1/2/a.png"), cdn)
     with pytest.raises(InputError, match="CDN"):
         check_attachment(Upload("http://127.0.0.1:1/a.png"), cdn)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://cdn.discordapp.com/attachments/1/2/a.png",  # not https
+        "https://cdn.discordapp.com:8443/attachments/1/2/a.png",  # not its port
+        "https://cdn.discordapp.com.evil.example/a.png",
+        "https://user@evil.example/a.png",
+        "ftp://cdn.discordapp.com/a.png",
+        "/attachments/1/2/a.png",
+    ],
+)
+def test_discords_cdn_only_over_https_on_its_port(url: str) -> None:
+    with pytest.raises(InputError, match="CDN"):
+        check_attachment(Upload(url), IntakeLimits())
+
+
+def test_allowed_origins_match_scheme_host_and_port() -> None:
+    limits = IntakeLimits(hosts=("http://127.0.0.1:8080", "https://Media.example"))
+    check_attachment(Upload("http://127.0.0.1:8080/a.png"), limits)
+    check_attachment(Upload("https://media.example:443/a.png"), limits)
+    for url in ("http://127.0.0.1:8081/a.png", "https://127.0.0.1:8080/a.png"):
+        with pytest.raises(InputError, match="CDN"):
+            check_attachment(Upload(url), limits)
+    with pytest.raises(InputError, match="CDN"):
+        check_attachment(Upload("http://media.example/a.png"), limits)
+
+
+@pytest.mark.parametrize(
+    "entry", ["ftp://cdn.example", "https://cdn.example/path", "https://u:p@cdn.example", "//"]
+)
+def test_bad_download_hosts_are_refused_at_start(entry: str) -> None:
+    with pytest.raises(ValueError, match="host"):
+        origin(entry)
+    with pytest.raises(ValueError, match="download_hosts"):
+        Settings(_env_file=None, download_hosts=entry)  # type: ignore[call-arg]
 
 
 class Server:
@@ -122,7 +163,7 @@ class Server:
 
 async def test_downloads_stream_with_a_hard_cap_and_refuse_what_lies() -> None:
     async with Server() as server:
-        downloader = Downloader(LIMITS)
+        downloader = Downloader(replace(LIMITS, hosts=(server.base,)))
         try:
             assert await downloader.read(Upload(f"{server.base}/png")) == png()
             with pytest.raises(InputError, match="too big: more than"):
@@ -143,7 +184,7 @@ async def test_downloads_stream_with_a_hard_cap_and_refuse_what_lies() -> None:
 
 async def test_downloads_run_a_few_at_a_time() -> None:
     async with Server() as server:
-        downloader = Downloader(LIMITS, concurrency=2)
+        downloader = Downloader(replace(LIMITS, hosts=(server.base,)), concurrency=2)
         try:
             started = asyncio.get_running_loop().time()
             slow = [downloader.read(Upload(f"{server.base}/slow")) for _ in range(2)]

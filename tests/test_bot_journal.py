@@ -127,3 +127,16 @@ def test_the_journal_survives_kill_9_during_a_burst_of_writes(tmp_path: Path) ->
         assert j.inputs(found[job_id]) == (b"x" * 4096, [])
     assert j.prune() == 0  # a job caught half-written leaves at most an orphan folder
     assert all(j.inputs(job)[0] == b"x" * 4096 for job in j.unfinished())
+
+
+def test_a_running_bot_prunes_only_folders_orphaned_long_ago(tmp_path: Path) -> None:
+    j = Journal(tmp_path)
+    fresh = j.jobs_dir / "0123abcd"  # as `add` leaves it just before the record is written
+    fresh.mkdir()
+    old = j.jobs_dir / "4567ef01"
+    old.mkdir()
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    j.prune(orphan_age=3600)
+    assert fresh.exists() and not old.exists()
+    j.prune()  # at start, nothing is being added: every orphan goes
+    assert not fresh.exists()

@@ -72,3 +72,20 @@ def test_a_bad_setting_is_named(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.startswith("stylebot: bad setting STYLEBOT_MAX_SIZE")
     assert "Traceback" not in done.stderr
+
+
+def test_the_token_from_a_file_is_read_and_stripped(tmp_path: Path) -> None:
+    secret = tmp_path / "discord_token"
+    secret.write_text("from-a-secret\n")
+    s = Settings(_env_file=None, discord_token_file=secret)  # type: ignore[call-arg]
+    assert s.discord_token is not None and s.discord_token.get_secret_value() == "from-a-secret"
+
+
+def test_a_token_file_that_is_missing_or_doubled_is_named(tmp_path: Path) -> None:
+    done = run_stylebot(tmp_path, DISCORD_TOKEN_FILE=str(tmp_path / "nothing"))
+    assert done.returncode == 2
+    assert "DISCORD_TOKEN_FILE: cannot read" in done.stderr and "Traceback" not in done.stderr
+    (tmp_path / "t").write_text("x")
+    done = run_stylebot(tmp_path, DISCORD_TOKEN="y", DISCORD_TOKEN_FILE=str(tmp_path / "t"))
+    assert done.returncode == 2
+    assert "not both" in done.stderr and "Traceback" not in done.stderr

@@ -86,7 +86,7 @@ async def scenario(discord: FakeDiscord, bot: StyleBot, engine: ProcessPoolEngin
         discord.add_user(n) for n in ("alice", "bob", "carol", "dave", "erin")
     )
     # Prefix commands: a built-in style, and a style image.
-    await discord.post(alice, "!stylize udnie", files=[("cat.png", PHOTO)])
+    photo = await discord.post(alice, "!stylize udnie", files=[("cat.png", PHOTO)])
     first = await painting(discord, alice)
     pair = [("cat.png", PHOTO), ("style.jpg", STYLE)]
     await discord.post(bob, "!stylize", files=pair, channel=art)
@@ -137,6 +137,17 @@ async def scenario(discord: FakeDiscord, bot: StyleBot, engine: ProcessPoolEngin
         carol, "!stylize starry-night", files=[("cat.png", PHOTO)], channel=small.channels[0]
     )
     await painting(discord, carol, after=1)
+    # Apps: right-click the photo, pick a style in the private select; About; history.
+    used = await discord.message_command(carol, "Stylize", photo)
+    menu = await discord.wait_for(lambda: used.original, WAIT)
+    picked = await discord.select(carol, menu, menu.custom_ids()[0], ["the-scream"])
+    await discord.wait_for(lambda: shown(picked.messages), WAIT)
+    await painting(discord, carol, after=2)
+    about = next(c for c in first.custom_ids() if c.startswith("sb:i:"))
+    pressed = await discord.click(dave, first, about)
+    await discord.wait_for(lambda: pressed.responded, WAIT)
+    used = await discord.slash(carol, "history")
+    await discord.wait_for(lambda: shown(used.messages), WAIT)
 
 
 async def test_the_bots_traffic_conforms_to_discords_spec(engine: ProcessPoolEngine) -> None:
@@ -157,6 +168,9 @@ async def test_the_bots_traffic_conforms_to_discords_spec(engine: ProcessPoolEng
     statuses = {ex.status for ex in exchanges}
     assert {200, 413, 429, 500} <= statuses, statuses
     violations = [v for ex in exchanges for v in spec.violations(ex)]
+    violations += [
+        v for i in discord.interactions.values() for v in spec.interaction_violations(i.payload)
+    ]
     assert not violations, f"{len(violations)} violations of Discord's spec:\n" + "\n".join(
         violations
     )

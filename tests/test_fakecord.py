@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import zlib
 from collections.abc import AsyncIterator, Callable
 
@@ -531,6 +532,98 @@ async def test_responses_match_discords_spec() -> None:
         assert all("X-RateLimit-Bucket" in ex.headers for ex in fake.exchanges if ex.status >= 400)
 
 
+async def test_message_and_user_commands_and_string_selects_as_discord_sends_them() -> None:
+    """Apps on a message and on a member (command types 3 and 2, with target_id and resolved),
+    an ephemeral string select picked (component type 3 with values): the real client handles
+    them, and requests, answers and the dispatched interactions all match Discord's spec."""
+    async with FakeDiscord(record=True, rate_limit=RELAXED) as fake:
+        client = Recorder()
+        client.intents.message_content = False  # resolved messages carry content regardless
+        picked: list[list[str]] = []
+
+        class Pick(discord.ui.View):
+            @discord.ui.select(
+                custom_id="pick", options=[discord.SelectOption(label=n) for n in ("a", "b", "c")]
+            )
+            async def pick(self, used: discord.Interaction, select: discord.ui.Select) -> None:
+                picked.append(list(select.values))
+                await used.response.edit_message(content=f"picked {select.values}", view=None)
+
+        @client.tree.context_menu(name="Stylize")
+        async def on_message(interaction: discord.Interaction, message: discord.Message) -> None:
+            urls = [a.url for a in message.attachments]
+            text = f"{message.author.name}: {message.content} {len(urls)}"
+            await interaction.response.send_message(text, view=Pick(), ephemeral=True)
+
+        @client.tree.context_menu(name="Stylize avatar")
+        async def on_member(interaction: discord.Interaction, member: discord.Member) -> None:
+            data = await member.display_avatar.with_size(4096).read()
+            await interaction.response.send_message(f"{member.name} {len(data)}", ephemeral=True)
+
+        task = await run(fake, client)
+        try:
+            await client.tree.sync()
+            face = png(32, 32, (10, 200, 10))
+            alice, bob = fake.add_user("alice"), fake.add_user("bob", avatar=face)
+            photo = await fake.post(alice, "my cat", files=[("cat.png", png(8, 8))])
+            used = await fake.message_command(bob, "Stylize", photo)
+            await fake.wait_for(lambda: used.original, 5)
+            shown = used.original
+            assert used.ephemeral and shown.content == "alice: my cat 1"
+            data = used.payload["data"]
+            assert (data["type"], data["target_id"]) == (3, str(photo.id))
+            assert data["resolved"]["messages"][str(photo.id)]["content"] == "my cat"
+            assert shown.type == 23 and shown.interaction_metadata["target_message_id"] == str(
+                photo.id
+            )
+            with pytest.raises(ValueError):
+                await fake.select(bob, shown, "pick", ["z"])  # not an option
+            with pytest.raises(ValueError):
+                await fake.select(bob, shown, "pick", ["a", "b"])  # max_values is 1
+            with pytest.raises(ValueError):
+                await fake.click(bob, shown, "pick")  # a select is not a button
+            chosen = await fake.select(bob, shown, "pick", ["b"])
+            await fake.wait_for(lambda: chosen.responded, 5)
+            assert picked == [["b"]] and shown.content == "picked ['b']" and not shown.components
+
+            avatar = await fake.user_command(alice, "Stylize avatar", bob)
+            await fake.wait_for(lambda: avatar.original, 5)
+            assert avatar.original.content == f"bob {len(face)}"
+            assert fake.avatar_fetches == {bob.id: 1}
+            resolved = avatar.payload["data"]["resolved"]
+            assert set(resolved) == {"users", "members"} and "user" not in resolved["members"][
+                str(bob.id)
+            ]
+            assert avatar.original.interaction_metadata["target_user"]["id"] == str(bob.id)
+            with pytest.raises(LookupError):
+                await fake.slash(alice, "Stylize")  # a message command is not a slash command
+            with pytest.raises(LookupError):
+                await fake.user_command(alice, "Stylize", bob)  # nor a user command
+            channel = client.get_channel(fake.channel.id)
+            empty = discord.ui.View()
+            empty.add_item(discord.ui.Select(custom_id="none", options=[]))
+            with pytest.raises(discord.HTTPException) as refused:
+                await channel.send("no options", view=empty)
+            assert refused.value.code == 50035
+        finally:
+            await stop(client, task)
+        spec = Spec()
+        assert fake.exchanges is not None
+        refused = [ex for ex in fake.exchanges if ex.status == 400]
+        assert len(refused) == 1 and "$.components[0].components[0]" in "".join(
+            spec.violations(refused[0])
+        )  # what fakecord refused, the spec refuses too
+        problems = [v for ex in fake.exchanges if ex.status != 400 for v in spec.violations(ex)]
+        interactions = fake.interactions.values()
+        problems += [v for i in interactions for v in spec.interaction_violations(i.payload)]
+        assert not problems, "\n".join(problems)
+        commands = next(ex for ex in fake.exchanges if ex.method == "PUT").response
+        assert sorted((c["type"], c["name"]) for c in commands) == [
+            (2, "Stylize avatar"),
+            (3, "Stylize"),
+        ]
+
+
 async def test_permissions_follow_overwrites_and_refusals_are_discords(fake: FakeDiscord) -> None:
     fake.rate_limit = RELAXED  # more creates in one channel than 5 per 5 s; not about the budget
     client = Recorder()
@@ -678,7 +771,7 @@ async def test_discords_budget_shared_message_bucket_and_global_limit() -> None:
                 assert edit.headers["X-RateLimit-Remaining"] == "0"
             async with http.post(messages, json={"content": "two"}) as limited:
                 body = await limited.json()
-                assert limited.status == 429 and body["global"] is False
+                assert limited.status == 429 and body["global"] is False and body["code"] == 0
                 assert limited.headers["X-RateLimit-Scope"] == "user"
             other = f"{api}/channels/{fake.guild.channels[1].id}/messages"
             async with http.post(other, json={"content": "elsewhere"}) as elsewhere:
@@ -704,6 +797,47 @@ async def test_discords_budget_shared_message_bucket_and_global_limit() -> None:
             assert all(r.status != 429 for r in fake.requests[-8:])
         finally:
             await stop(client, task)
+
+
+async def test_reactions_have_discords_bucket_of_one_per_second_per_channel(
+    fake: FakeDiscord,
+) -> None:
+    spec = Spec()
+    alice = fake.add_user("alice")
+    art = fake.guild.channels[1]
+    posts = [await fake.post(alice, f"post {i}") for i in range(3)]
+    client = Recorder()
+    task = await run(fake, client)
+    try:  # discord.py follows the headers: one reaction per second, never a 429
+        channel = client.get_channel(fake.channel.id)
+        for post in posts:
+            await channel.get_partial_message(post.id).add_reaction("👍")
+        puts = [r for r in fake.requests if r.route.endswith("/reactions/{emoji}/@me")]
+        assert [r.status for r in puts] == [204, 204, 204]
+        assert all(b.at - a.at >= 0.9 for a, b in itertools.pairwise(puts))
+    finally:
+        await stop(client, task)
+    headers = {"Authorization": f"Bot {fake.token}"}
+    api = f"{fake.url}/api/v10"
+
+    def reaction(channel_id: int, message_id: int, emoji: str) -> str:
+        return f"{api}/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me"
+
+    elsewhere = await fake.post(alice, "in #art", channel=art)
+    async with aiohttp.ClientSession(headers=headers) as http:
+        async with http.put(reaction(art.id, elsewhere.id, "%F0%9F%8E%A8")) as first:
+            assert first.status == 204
+            assert first.headers["X-RateLimit-Limit"] == "1"
+            assert first.headers["X-RateLimit-Remaining"] == "0"
+            assert 0 < float(first.headers["X-RateLimit-Reset-After"]) <= 1.0
+            bucket = first.headers["X-RateLimit-Bucket"]
+        async with http.delete(reaction(art.id, elsewhere.id, "%F0%9F%8E%A8")) as again:
+            body = await again.json()
+            assert again.status == 429 and again.headers["X-RateLimit-Bucket"] == bucket
+            assert again.headers["X-RateLimit-Scope"] == "user" and body["code"] == 0
+            route = "/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me"
+            path = f"/channels/{art.id}/messages/{elsewhere.id}/reactions/x/@me"
+            assert spec.violations(Exchange("DELETE", route, path, {}, None, 0, 429, body)) == []
 
 
 async def test_the_client_keeps_to_the_budget_and_callbacks_are_apart() -> None:
@@ -838,7 +972,9 @@ def test_the_spec_checker_finds_violations_and_tolerates_only_the_named_loosenes
         return "\n".join(spec.violations(ex))
 
     sent = {"content": "hi", "message_reference": {"message_id": 12}, "nonce": 5}
-    assert check({}, sent, 429, {"message": "slow", "retry_after": 1.0, "global": False}) == ""
+    limited = {"message": "slow", "retry_after": 1.0, "global": False}
+    assert check({}, sent, 429, limited | {"code": 0}) == ""
+    assert "'code' is a required property" in check({}, sent, 429, limited)
     assert check({"limit": "5", "before": "12"}, None, 200, []) == ""
     assert "2001 characters" in check({}, {"content": "x" * 2001}, 400, {"message": "", "code": 1})
     assert "'type' is a required property" in check({}, sent, 200, {"id": "1"})
@@ -857,3 +993,9 @@ def test_the_spec_checker_finds_violations_and_tolerates_only_the_named_loosenes
         {"interaction": {"id": "1", "type": 2}, "resource": {"type": 5}},
     )
     assert "$.resource" in "\n".join(spec.violations(callback))
+    menu = {"type": 2, "data": {"type": 3, "target_id": "5", "resolved": {"messages": {}}}}
+    assert "data.target_id is not in data.resolved.messages" in spec.interaction_violations(menu)
+    picked = {"type": 3, "data": {"component_type": 3, "custom_id": "x", "values": "a"}}
+    assert "values of a string select" in "".join(spec.interaction_violations(picked))
+    member = {"type": 2, "data": {"type": 2, "target_id": "5", "resolved": {"users": {"5": {}}}}}
+    assert "'id' is a required property" in "".join(spec.interaction_violations(member))

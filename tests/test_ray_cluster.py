@@ -149,7 +149,7 @@ async def test_jobs_land_on_both_nodes_and_survive_losing_one(
     assert engine.stats().painters == 2
 
 
-def bot_settings(token: str, address: str) -> Settings:
+def bot_settings(token: str, address: str, cdn: str) -> Settings:
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
         discord_token=token,
@@ -160,7 +160,7 @@ def bot_settings(token: str, address: str) -> Settings:
         default_quality="draft",
         max_iterations=120,  # long enough to lose a node mid-paint
         status_interval=0.2,
-        download_hosts=("127.0.0.1",),  # fakecord's CDN
+        download_hosts=(cdn,),  # fakecord's CDN: scheme, host and port
         data_dir=tempfile.mkdtemp(prefix="stylebot-ray-"),
     )
 
@@ -179,7 +179,7 @@ async def test_the_bot_paints_through_ray_once_despite_a_node_loss(
         images.fit_long_side(images.decode((SAMPLES / "chelsea.png").read_bytes()), 80), "PNG"
     )
     async with FakeDiscord() as discord:
-        bot = build_bot(bot_settings(discord.token, cluster.address))
+        bot = build_bot(bot_settings(discord.token, cluster.address, discord.url))
         runner = asyncio.create_task(bot.start(discord.token))
         try:
             await asyncio.wait_for(bot.wait_until_ready(), 2 * BOUND)

@@ -88,8 +88,23 @@ Users act (each returns at once; the bot reacts over the gateway)
         put in data.resolved.attachments. LookupError if the command was never synced.
         "group sub" names address subcommands.
     await autocomplete(user, "stylize", {"style": "sta"}, focused="style") -> list[choice]
-    await click(user, message, custom_id) -> Interaction     a component on `message`
-        (ValueError if no enabled component has that custom_id)
+    await click(user, message, custom_id) -> Interaction     a button on `message`
+        (ValueError if no enabled button has that custom_id)
+    await select(user, message, custom_id, ["value", ...]) -> Interaction   picks options of a
+        string select (component type 3; data.values); ValueError unless they are distinct
+        options and as many as its min_values..max_values
+    await message_command(user, "Stylize", target_message) -> Interaction   right-click a
+        message → Apps: command type 3, data.target_id and data.resolved.messages (the whole
+        message, content included even without the message-content intent); the answer's
+        interaction_metadata has target_message_id and the message type is 23
+    await user_command(user, "Stylize avatar", target_user, channel=None) -> Interaction
+        right-click a member → Apps: command type 2, data.resolved.users and .members (partial:
+        no user, deaf, mute; with permissions); interaction_metadata.target_user
+        Both need the context-menu command synced (LookupError otherwise); context-menu
+        definitions have a 1-32 character name, no description, no options.
+    add_user(..., avatar=png_bytes) gives the user an avatar hash; the CDN serves the picture
+        at /avatars/{user_id}/{hash}.png (any ?size=), where discord.py's Asset URLs point
+        while FakeDiscord runs; avatar_fetches: dict[user_id, count]
     await react(user, message, "👍")
 
 Waiting and looking
@@ -98,12 +113,15 @@ Waiting and looking
         returns its first truthy value; TimeoutError names the latest messages.
     discord.messages: dict[id, Message] (all, including ephemeral and deleted ones)
     messages_in(channel=None), bot_messages(channel=None), replies_to(message)
-    Message: id, author (User), content, files (StoredFile: filename, data bytes, size,
+    Message: id, jump_url, author (User), content, files (StoredFile: filename, data bytes, size,
         content_type, width, height, description, fetches, bytes_served), embeds, components
         (raw dicts, each with Discord's numeric `id`), custom_ids(), flags, ephemeral, nonce,
         reference (the Message replied to), deleted, revisions (the original then one
         Revision per edit), edits (revisions[1:]; each has content, embeds, components,
         files, flags, at)
+    spec.Spec().interaction_violations(interaction.payload) checks a dispatched interaction
+        (command/component types, target_id, values, resolved objects) against the spec's
+        schemas.
     Interaction: callbacks (Callback: type 4/5/6/7/8/9, data, ephemeral), response (the
         first), responded, deferred, ephemeral, original (the response Message, or the
         clicked message for 6/7), followups, messages (original + follow-ups), choices
@@ -116,22 +134,30 @@ Waiting and looking
         (multipart: payload_json, and the number of files) and answer (JSON body, X-RateLimit
         headers). `fakecord.spec.Spec().violations(exchange) -> list[str]` checks one against
         Discord's OpenAPI spec (tests/data/discord/, with its README's tolerances).
+    peak_in_flight: dict[bucket, int]   the most requests of one rate-limit bucket that were
+        in flight at once; a channel's message bucket is ("messages", str(channel.id)) (with
+        latency > 0, overlapping requests are sure to show)
     gateway_ops: list[str]    "IDENTIFY", "RESUME", "REQUEST_GUILD_MEMBERS", ...
     typing: dict[channel_id, count]
 
 Rate limits: Discord's budget by default (FakeDiscord(rate_limit=DISCORD))
-    Budget(messages=(5, 5.0), webhooks=(5, 2.0), routes=(50, 1.0), global_limit=(50, 1.0))
+    Budget(messages=(5, 5.0), webhooks=(5, 2.0), routes=(50, 1.0), global_limit=(50, 1.0),
+           reactions=(1, 1.0))
         messages: one bucket per channel shared by POST, PATCH and DELETE on
         /channels/{id}/messages[/{id}] (one X-RateLimit-Bucket for all three);
+        reactions: one bucket per channel shared by the bot's PUT and DELETE
+        .../reactions/{emoji}/@me on any message there (Discord advertises 1 per second, and
+        discord.py follows the headers);
         webhooks: one bucket per interaction token (follow-ups, @original GET/PATCH/DELETE);
         routes: one bucket per route and major parameter for the rest (interaction callbacks
         too: they never spend the channel's bucket); global_limit: every request of the bot
         token except interaction callbacks and webhooks, 429 with "global": true,
         X-RateLimit-Global: true and X-RateLimit-Scope: global. None = unlimited.
         Every answer, 4xx included (injected ones too), carries X-RateLimit-Limit, -Remaining,
-        -Reset, -Reset-After and -Bucket; a per-bucket 429 says X-RateLimit-Scope: user.
+        -Reset, -Reset-After and -Bucket; a per-bucket 429 says X-RateLimit-Scope: user. A 429
+        body is Discord's: {"message", "code": 0, "retry_after", "global"}.
     RELAXED = Budget(messages=(50, 1.0), webhooks=(50, 1.0), routes=(50, 1.0),
-                     global_limit=None)       for a test that needs speed, explicitly:
+                     global_limit=None, reactions=(50, 1.0))   for a test that needs speed:
         FakeDiscord(rate_limit=RELAXED), or `discord.rate_limit = RELAXED` at any time
         (a bare tuple (n, window) is every bucket n per window, without the global limit).
 
@@ -173,7 +199,8 @@ Behaviour worth knowing
     as MESSAGE_CREATE, edits as MESSAGE_UPDATE, deletions as MESSAGE_DELETE. A deferred
     response (type 5) is a "thinking" message; the first follow-up or @original edit fills
     it. Payload checks return Discord's errors: empty message 50006, content over 2000,
-    embed limits, over 5 action rows, custom_id over 100 characters or duplicated, unknown
+    embed limits, over 5 action rows, custom_id over 100 characters or duplicated, a string
+    select without 1-25 options or with bad min/max values or not alone in its row, unknown
     reply target, ephemeral outside interactions (all 400 50035 unless said otherwise).
     The callback's `?with_response` answer has a `resource` only for types 4 and 7.
 """

@@ -61,7 +61,7 @@ async def demo(photo: Path, style: str, out_dir: Path, timeout: float) -> Path:
             default_quality="draft",  # the preset's own 52 steps
             workers=1,
             status_interval=2.0,
-            download_hosts=("127.0.0.1",),  # this fakecord's CDN
+            download_hosts=(fake.url,),  # this fakecord's CDN: scheme, host and port
             data_dir=Path(tempfile.mkdtemp(prefix="stylebot-demo-")),  # a fresh job journal
         )
         started = time.monotonic()

@@ -13,6 +13,7 @@ import socket
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import discord.asset
 import discord.gateway
 import discord.http
 import yarl
@@ -94,7 +95,12 @@ class FakeDiscord:
         self._listeners: list[Listener] = []
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
-        self._saved: tuple[str, yarl.URL] | None = None
+        self._saved: tuple[str, yarl.URL, str] | None = None
+        self.avatar_fetches: dict[int, int] = {}
+        # Requests of one rate-limit bucket (e.g. ("messages", "<channel id>")) in flight now,
+        # and the most there ever were at once.
+        self.in_flight: dict[tuple[str, str], int] = {}
+        self.peak_in_flight: dict[tuple[str, str], int] = {}
         self.port = 0
         self.guild = self.add_guild("stylebot test server", upload_limit=upload_limit)
         self.channel = self.guild.channels[0]
@@ -110,21 +116,31 @@ class FakeDiscord:
         return f"ws://127.0.0.1:{self.port}/"
 
     async def start(self) -> None:
-        """Serve on an ephemeral loopback port and point discord.py at it."""
+        """Serve on an ephemeral loopback port and point discord.py at it (API, gateway and the
+        CDN of avatars)."""
         self._runner = web.AppRunner(build_app(self), access_log=None)
         await self._runner.setup()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
         await web.SockSite(self._runner, sock).start()
-        self._saved = (discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
+        self._saved = (
+            discord.http.Route.BASE,
+            discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY,
+            discord.asset.Asset.BASE,
+        )
         discord.http.Route.BASE = f"{self.url}/api/v10"
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self.gateway_url)
+        discord.asset.Asset.BASE = self.url
 
     async def stop(self) -> None:
         """Restore discord.py's real endpoints and shut the server down."""
         if self._saved is not None:
-            discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = self._saved
+            (
+                discord.http.Route.BASE,
+                discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY,
+                discord.asset.Asset.BASE,
+            ) = self._saved
             self._saved = None
         await self.gateway.close()
         if self._runner is not None:
@@ -163,9 +179,17 @@ class FakeDiscord:
         self.gateway.dispatch("GUILD_CREATE", guild.create_payload())
         return guild
 
-    def add_user(self, name: str, admin: bool = False, guilds: list[Guild] | None = None) -> User:
-        """A user who is a member of `guilds` (default: all); `admin` gives the Admin role."""
-        user = User(snowflake(), name, admin=admin)
+    def add_user(
+        self,
+        name: str,
+        admin: bool = False,
+        guilds: list[Guild] | None = None,
+        *,
+        avatar: bytes | None = None,
+    ) -> User:
+        """A user who is a member of `guilds` (default: all); `admin` gives the Admin role;
+        `avatar` (image bytes) is served by the CDN at the URL discord.py builds for it."""
+        user = User(snowflake(), name, admin=admin, avatar=avatar)
         self.users[user.id] = user
         for guild in guilds if guilds is not None else self.guilds.values():
             member = Member(user, [guild.roles[1].id] if admin else [])
@@ -348,16 +372,54 @@ class FakeDiscord:
         return interaction.choices or []
 
     async def click(self, user: User, message: Message, custom_id: str) -> ix.Interaction:
-        """`user` clicks the component `custom_id` on `message` (it must be there, enabled)."""
-        if custom_id not in message.custom_ids():
-            raise ValueError(f"no enabled component {custom_id!r} on message {message.id}")
-        channel = self.channels[message.channel_id]
-        data = {"custom_id": custom_id, "component_type": 2}
-        interaction = self._new_interaction(ix.MESSAGE_COMPONENT, user, channel, data)
-        interaction.message = message
-        interaction.payload["message"] = self.message_payload(message)
-        self._dispatch_interaction(interaction)
-        return interaction
+        """`user` clicks the button `custom_id` on `message` (it must be there, enabled)."""
+        self._component(message, custom_id, ix.BUTTON)
+        data = {"custom_id": custom_id, "component_type": ix.BUTTON}
+        return self._component_interaction(user, message, data)
+
+    async def select(
+        self, user: User, message: Message, custom_id: str, values: list[str]
+    ) -> ix.Interaction:
+        """`user` picks `values` in the string select `custom_id` on `message`: they must be
+        among its options, as many as its min_values..max_values allow (ValueError if not)."""
+        select = self._component(message, custom_id, ix.STRING_SELECT)
+        offered = [option["value"] for option in select["options"]]
+        if any(v not in offered for v in values) or len(set(values)) != len(values):
+            raise ValueError(f"{values} are not distinct options of {custom_id!r}: {offered}")
+        if not select["min_values"] <= len(values) <= select["max_values"]:
+            raise ValueError(
+                f"{custom_id!r} takes {select['min_values']}..{select['max_values']} values"
+            )
+        data = {"custom_id": custom_id, "component_type": ix.STRING_SELECT, "values": values}
+        return self._component_interaction(user, message, data)
+
+    async def message_command(
+        self, user: User, name: str, target: Message, channel: Channel | None = None
+    ) -> ix.Interaction:
+        """`user` runs the message command `name` (right-click → Apps → name) on `target`, in
+        `target`'s channel. Discord sends the whole message in data.resolved.messages, content
+        included even without the message-content intent."""
+        channel = channel or self.channels[target.channel_id]
+        shown = self.message_payload(target, intents=MESSAGE_CONTENT_INTENT)
+        resolved = {"messages": {str(target.id): shown}}
+        return self._menu_interaction(user, name, ix.MESSAGE_COMMAND, target.id, resolved, channel)
+
+    async def user_command(
+        self, user: User, name: str, target: User, channel: Channel | None = None
+    ) -> ix.Interaction:
+        """`user` runs the user command `name` (right-click a member → Apps → name) on `target`
+        in `channel` (default `self.channel`): data.resolved carries the user and, for a member,
+        the member (without user, deaf and mute, with their permissions in the channel)."""
+        channel = channel or self.channel
+        guild = self.guilds[channel.guild_id]
+        resolved: dict[str, dict[str, Any]] = {"users": {str(target.id): target.payload()}}
+        member = guild.members.get(target.id)
+        if member is not None:
+            partial = member.payload(with_user=False)
+            del partial["deaf"], partial["mute"]
+            partial["permissions"] = str(guild.permissions_in(channel, target.id))
+            resolved["members"] = {str(target.id): partial}
+        return self._menu_interaction(user, name, ix.USER_COMMAND, target.id, resolved, channel)
 
     async def react(self, user: User, message: Message, emoji: str) -> None:
         """`user` adds a unicode `emoji` reaction to `message`."""
@@ -647,13 +709,7 @@ class FakeDiscord:
         channel: Channel,
         focused: str | None,
     ) -> ix.Interaction:
-        command = ix.find_command(self.commands.get(channel.guild_id, []), name)
-        command = command or ix.find_command(self.commands.get(None, []), name)
-        if command is None:
-            raise LookupError(
-                f"/{name} is not registered for this application; the bot must sync its "
-                f"command tree first (await bot.tree.sync())"
-            )
+        command = self._synced(name, ix.CHAT_INPUT, channel)
         resolved: dict[str, dict[str, Any]] = {}
         options = ix.build_options(
             command,
@@ -675,6 +731,58 @@ class FakeDiscord:
         if command.get("guild_id"):
             data["guild_id"] = command["guild_id"]
         interaction = self._new_interaction(kind, user, channel, data)
+        self._dispatch_interaction(interaction)
+        return interaction
+
+    def _synced(self, name: str, kind: int, channel: Channel) -> dict[str, Any]:
+        """The command of type `kind` the bot synced for `channel`'s guild or globally."""
+        command = ix.find_command(self.commands.get(channel.guild_id, []), name, kind)
+        command = command or ix.find_command(self.commands.get(None, []), name, kind)
+        if command is None:
+            raise LookupError(
+                f"{name!r} (command type {kind}) is not registered for this application; the "
+                f"bot must sync its command tree first (await bot.tree.sync())"
+            )
+        return command
+
+    def _menu_interaction(
+        self,
+        user: User,
+        name: str,
+        kind: int,
+        target_id: int,
+        resolved: dict[str, dict[str, Any]],
+        channel: Channel,
+    ) -> ix.Interaction:
+        command = self._synced(name, kind, channel)
+        data: dict[str, Any] = {
+            "id": command["id"],
+            "name": command["name"],
+            "type": kind,
+            "target_id": str(target_id),
+            "resolved": resolved,
+        }
+        if command.get("guild_id"):
+            data["guild_id"] = command["guild_id"]
+        interaction = self._new_interaction(ix.APPLICATION_COMMAND, user, channel, data)
+        self._dispatch_interaction(interaction)
+        return interaction
+
+    def _component(self, message: Message, custom_id: str, kind: int) -> dict[str, Any]:
+        found = [c for c in message.enabled_components() if c["custom_id"] == custom_id]
+        if not found or found[0].get("type") != kind:
+            raise ValueError(
+                f"no enabled component {custom_id!r} of type {kind} on message {message.id}"
+            )
+        return found[0]
+
+    def _component_interaction(
+        self, user: User, message: Message, data: dict[str, Any]
+    ) -> ix.Interaction:
+        channel = self.channels[message.channel_id]
+        interaction = self._new_interaction(ix.MESSAGE_COMPONENT, user, channel, data)
+        interaction.message = message
+        interaction.payload["message"] = self.message_payload(message)
         self._dispatch_interaction(interaction)
         return interaction
 

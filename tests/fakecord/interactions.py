@@ -14,6 +14,9 @@ from typing import Any
 from .state import Channel, Message, StoredFile, User
 
 APPLICATION_COMMAND, MESSAGE_COMPONENT, AUTOCOMPLETE = 2, 3, 4
+# Application command types, and the component types a user can use.
+CHAT_INPUT, USER_COMMAND, MESSAGE_COMMAND = 1, 2, 3
+BUTTON, STRING_SELECT = 2, 3
 
 # Callback types (Discord's InteractionResponseType).
 PONG = 1
@@ -93,10 +96,13 @@ class Interaction:
         return found + [m for m in self.followups if m is not self.original]
 
 
-def find_command(commands: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
-    top = name.split()[0]
+def find_command(
+    commands: list[dict[str, Any]], name: str, kind: int = CHAT_INPUT
+) -> dict[str, Any] | None:
+    """The synced command of type `kind` called `name` (for slash commands, its first word)."""
+    top = name.split()[0] if kind == CHAT_INPUT else name
     for command in commands:
-        if command["name"] == top and command.get("type", 1) == 1:
+        if command["name"] == top and command.get("type", CHAT_INPUT) == kind:
             return command
     return None
 

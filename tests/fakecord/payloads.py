@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 MESSAGE_FILES_LIMIT = 25 * 1024 * 1024  # all files of one message together
 SETTABLE_FLAGS = (1 << 2) | (1 << 6) | (1 << 12) | (1 << 15)
 _COMMAND_NAME = re.compile(r"^[-_\w]{1,32}$")
+STRING_SELECT = 3  # component type
+USER_COMMAND, MESSAGE_COMMAND = 2, 3  # application command types besides CHAT_INPUT (1)
 _FILE_FIELD = re.compile(r"files\[(\d+)\]|file(\d*)")
 # (JSON payload, number of files) as read_body parsed them, for the recorder
 BODY: web.RequestKey[tuple[Any, int]] = web.RequestKey("fakecord.body", tuple)
@@ -46,8 +48,11 @@ class ApiError(Exception):
         return body
 
 
-def _invalid(field: str, reason: str) -> ApiError:
-    return ApiError(400, 50035, "Invalid Form Body", {field: {"_errors": [{"message": reason}]}})
+def invalid_form(field: str, reason: str) -> ApiError:
+    """Discord's 400 50035 Invalid Form Body, naming the field and why."""
+    # The spec's Error wants an integer `code` in each of a field's `_errors` too.
+    error = {"code": 50035, "message": reason}
+    return ApiError(400, 50035, "Invalid Form Body", {field: {"_errors": [error]}})
 
 
 @dataclass(frozen=True)
@@ -114,7 +119,7 @@ def message_fields(
     if sum(len(u.data) for u in uploads) > MESSAGE_FILES_LIMIT:
         raise ApiError(413, 40005, "Request entity too large")
     if len(uploads) > 10:
-        raise _invalid("files", "Must be 10 or fewer in length.")
+        raise invalid_form("files", "Must be 10 or fewer in length.")
     fields: dict[str, Any] = {}
     if "content" in payload or not partial:
         fields["content"] = payload.get("content") or ""
@@ -127,7 +132,7 @@ def message_fields(
     if "flags" in payload or not partial:
         flags = int(payload.get("flags") or 0)
         if flags & ~SETTABLE_FLAGS:
-            raise _invalid("flags", f"flags {flags} cannot be set by a bot")
+            raise invalid_form("flags", f"flags {flags} cannot be set by a bot")
         if existing is not None:  # an edit cannot change whether a message is ephemeral
             keep = existing.flags & (~SETTABLE_FLAGS | EPHEMERAL)
             flags &= ~EPHEMERAL
@@ -170,7 +175,20 @@ def number_components(components: list[dict[str, Any]]) -> list[dict[str, Any]]:
             while number in taken:
                 number += 1
             item["id"] = number
+        if item.get("type") == STRING_SELECT:
+            _select_defaults(item)
     return copies
+
+
+def _select_defaults(select: dict[str, Any]) -> None:
+    """A string select as Discord stores it: min/max values filled in, no null fields."""
+    for key in [k for k, v in select.items() if v is None]:
+        del select[key]
+    select.setdefault("min_values", 1)
+    select.setdefault("max_values", 1)
+    for option in select.get("options") or []:
+        for key in [k for k, v in option.items() if v is None]:
+            del option[key]
 
 
 def apply_attachments(
@@ -195,7 +213,7 @@ def apply_attachments(
             result.append(existing[key])
             continue
         if not key.isdigit() or int(key) not in by_index:
-            raise _invalid("attachments", f"unknown attachment id {key}")
+            raise invalid_form("attachments", f"unknown attachment id {key}")
         upload = by_index[int(key)]
         used.add(upload.index)
         result.append(
@@ -218,7 +236,7 @@ def _reference(hub: FakeDiscord, ref: dict[str, Any] | None, channel: Channel) -
     target = hub.messages.get(int(ref.get("message_id", 0)))
     if target is None or target.deleted or target.channel_id != channel.id:
         if ref.get("fail_if_not_exists", True):
-            raise _invalid("message_reference", "Unknown message")
+            raise invalid_form("message_reference", "Unknown message")
         return None
     return target
 
@@ -254,7 +272,7 @@ def _check(fields: dict[str, Any], existing: Message | None) -> None:
     components = final("components", "components") or []
     files = final("files", "files") or []
     if len(content) > 2000:
-        raise _invalid("content", "Must be 2000 or fewer in length.")
+        raise invalid_form("content", "Must be 2000 or fewer in length.")
     if not (content or embeds or components or files):
         raise ApiError(400, 50006, "Cannot send an empty message")
     _check_embeds(embeds)
@@ -266,7 +284,7 @@ def _check(fields: dict[str, Any], existing: Message | None) -> None:
 
 def _check_embeds(embeds: list[dict[str, Any]]) -> None:
     if len(embeds) > 10:
-        raise _invalid("embeds", "Must be 10 or fewer in length.")
+        raise invalid_form("embeds", "Must be 10 or fewer in length.")
     total = 0
     for i, embed in enumerate(embeds):
         limits = {"title": 256, "description": 4096}
@@ -274,28 +292,28 @@ def _check_embeds(embeds: list[dict[str, Any]]) -> None:
             text = embed.get(key) or ""
             total += len(text)
             if len(text) > most:
-                raise _invalid(f"embeds.{i}.{key}", f"Must be {most} or fewer in length.")
+                raise invalid_form(f"embeds.{i}.{key}", f"Must be {most} or fewer in length.")
         fields = embed.get("fields") or []
         if len(fields) > 25:
-            raise _invalid(f"embeds.{i}.fields", "Must be 25 or fewer in length.")
+            raise invalid_form(f"embeds.{i}.fields", "Must be 25 or fewer in length.")
         for j, field in enumerate(fields):
             if not field.get("name") or not field.get("value"):
-                raise _invalid(f"embeds.{i}.fields.{j}", "This field is required")
+                raise invalid_form(f"embeds.{i}.fields.{j}", "This field is required")
             if len(field["name"]) > 256 or len(field["value"]) > 1024:
-                raise _invalid(f"embeds.{i}.fields.{j}", "Field name or value too long.")
+                raise invalid_form(f"embeds.{i}.fields.{j}", "Field name or value too long.")
             total += len(field["name"]) + len(field["value"])
         footer = (embed.get("footer") or {}).get("text") or ""
         author = (embed.get("author") or {}).get("name") or ""
         if len(footer) > 2048 or len(author) > 256:
-            raise _invalid(f"embeds.{i}", "Footer or author too long.")
+            raise invalid_form(f"embeds.{i}", "Footer or author too long.")
         total += len(footer) + len(author)
     if total > 6000:
-        raise _invalid("embeds", "Embed size exceeds maximum size of 6000")
+        raise invalid_form("embeds", "Embed size exceeds maximum size of 6000")
 
 
 def _check_components(components: list[dict[str, Any]], v2: bool) -> None:
     if not v2 and len(components) > 5:
-        raise _invalid("components", "Must be 5 or fewer in length.")
+        raise invalid_form("components", "Must be 5 or fewer in length.")
     seen: set[str] = set()
 
     def walk(items: list[dict[str, Any]], where: str) -> None:
@@ -304,15 +322,21 @@ def _check_components(components: list[dict[str, Any]], v2: bool) -> None:
             if item.get("type") == 1:
                 children = item.get("components") or []
                 if not 1 <= len(children) <= 5:
-                    raise _invalid(path, "An action row holds 1 to 5 components.")
+                    raise invalid_form(path, "An action row holds 1 to 5 components.")
+                if len(children) > 1 and any(c.get("type") != 2 for c in children):
+                    raise invalid_form(path, "A select must be alone in its action row.")
             if item.get("type") == 2:
                 _check_button(item, path)
+            if item.get("type") == STRING_SELECT:
+                _check_select(item, path)
             custom_id = item.get("custom_id")
             if custom_id is not None:
                 if not 1 <= len(custom_id) <= 100:
-                    raise _invalid(f"{path}.custom_id", "Must be between 1 and 100 in length.")
+                    raise invalid_form(f"{path}.custom_id", "Must be between 1 and 100 in length.")
                 if custom_id in seen:
-                    raise _invalid(f"{path}.custom_id", "Component custom id cannot be duplicated")
+                    raise invalid_form(
+                        f"{path}.custom_id", "Component custom id cannot be duplicated"
+                    )
                 seen.add(custom_id)
             walk(item.get("components") or [], f"{path}.components")
             if "accessory" in item:
@@ -321,47 +345,77 @@ def _check_components(components: list[dict[str, Any]], v2: bool) -> None:
     walk(components, "components")
 
 
+def _check_select(select: dict[str, Any], path: str) -> None:
+    """A string select as Discord accepts it (it must also be alone in its action row)."""
+    options = select.get("options") or []
+    if not select.get("custom_id"):
+        raise invalid_form(f"{path}.custom_id", "This field is required")
+    if not 1 <= len(options) <= 25:
+        raise invalid_form(f"{path}.options", "Must be between 1 and 25 in length.")
+    for i, option in enumerate(options):
+        for key in ("label", "value"):
+            if not 1 <= len(option.get(key) or "") <= 100:
+                reason = "Must be between 1 and 100 in length."
+                raise invalid_form(f"{path}.options.{i}.{key}", reason)
+    if len({option["value"] for option in options}) != len(options):
+        raise invalid_form(f"{path}.options", "Select option values must be unique")
+    low = select.get("min_values")
+    high = select.get("max_values")
+    low, high = (1 if low is None else low), (1 if high is None else high)
+    if not (0 <= low <= 25 and 1 <= high <= 25 and low <= high <= len(options)):
+        reason = "Needs min_values <= max_values <= the number of options."
+        raise invalid_form(f"{path}.max_values", reason)
+
+
 def _check_button(button: dict[str, Any], path: str) -> None:
     style = button.get("style")
     if style == 5:
         if not button.get("url") or "custom_id" in button:
-            raise _invalid(path, "A link button has a url and no custom_id.")
+            raise invalid_form(path, "A link button has a url and no custom_id.")
     elif style != 6 and not button.get("custom_id"):
-        raise _invalid(f"{path}.custom_id", "This field is required")
+        raise invalid_form(f"{path}.custom_id", "This field is required")
     if len(button.get("label") or "") > 80:
-        raise _invalid(f"{path}.label", "Must be 80 or fewer in length.")
+        raise invalid_form(f"{path}.label", "Must be 80 or fewer in length.")
 
 
 def check_command(body: dict[str, Any]) -> None:
     """Reject command definitions Discord would reject (names, descriptions, option order)."""
     name = body.get("name", "")
     kind = body.get("type", 1)
-    if kind == 1 and (not _COMMAND_NAME.match(name) or name != name.lower()):
-        raise _invalid("name", f"Invalid command name {name!r}")
-    if kind == 1 and not 1 <= len(body.get("description", "")) <= 100:
-        raise _invalid("description", f"/{name}: description must be 1-100 characters")
+    if kind in (USER_COMMAND, MESSAGE_COMMAND):  # context menu: a free-form name, nothing else
+        if not 1 <= len(name) <= 32 or name != name.strip():
+            raise invalid_form("name", f"Invalid command name {name!r}")
+        if body.get("description") or body.get("options"):
+            raise invalid_form("description", f"{name}: a context menu command has no description")
+        return
+    if kind != 1:
+        raise invalid_form("type", f"{name}: unknown command type {kind!r}")
+    if not _COMMAND_NAME.match(name) or name != name.lower():
+        raise invalid_form("name", f"Invalid command name {name!r}")
+    if not 1 <= len(body.get("description", "")) <= 100:
+        raise invalid_form("description", f"/{name}: description must be 1-100 characters")
     _check_options(body.get("options") or [], name)
 
 
 def _check_options(options: list[dict[str, Any]], where: str) -> None:
     if len(options) > 25:
-        raise _invalid("options", f"{where}: at most 25 options")
+        raise invalid_form("options", f"{where}: at most 25 options")
     optional_seen = False
     for option in options:
         name = option.get("name", "")
         if not _COMMAND_NAME.match(name) or name != name.lower():
-            raise _invalid("options", f"{where}: invalid option name {name!r}")
+            raise invalid_form("options", f"{where}: invalid option name {name!r}")
         if not 1 <= len(option.get("description", "")) <= 100:
-            raise _invalid("options", f"{where} {name}: description must be 1-100 characters")
+            raise invalid_form("options", f"{where} {name}: description must be 1-100 characters")
         if option.get("type") in (1, 2):
             _check_options(option.get("options") or [], f"{where} {name}")
             continue
         if option.get("required"):
             if optional_seen:
-                raise _invalid("options", f"{where}: required option {name!r} after optional")
+                raise invalid_form("options", f"{where}: required option {name!r} after optional")
         else:
             optional_seen = True
         if len(option.get("choices") or []) > 25:
-            raise _invalid("options", f"{where} {name}: at most 25 choices")
+            raise invalid_form("options", f"{where} {name}: at most 25 choices")
         if option.get("autocomplete") and option.get("choices"):
-            raise _invalid("options", f"{where} {name}: autocomplete cannot have choices")
+            raise invalid_form("options", f"{where} {name}: autocomplete cannot have choices")

@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from .payloads import ApiError, Upload, check_command, json_response, message_fields, read_body
+from .payloads import (
+    ApiError,
+    Upload,
+    check_command,
+    invalid_form,
+    json_response,
+    message_fields,
+    read_body,
+)
 from .state import (
     ADD_REACTIONS,
     ATTACH_FILES,
@@ -95,12 +103,12 @@ class Rest:
         scope = self._command_scope(request)
         body = await request.json()
         if not isinstance(body, list):
-            raise ApiError(400, 50035, "Invalid Form Body", {"_errors": "expected a list"})
+            raise invalid_form("_root", "expected a list")
         previous = {c["name"]: c for c in self.hub.commands.get(scope, [])}
         stored = [self._command(scope, c, previous.get(c.get("name", ""))) for c in body]
         names = [c["name"] for c in stored]
         if len(set(names)) != len(names):
-            raise ApiError(400, 50035, "Invalid Form Body", {"_errors": "duplicate names"})
+            raise invalid_form("_root", "duplicate names")
         self.hub.commands[scope] = stored
         self.hub.changed()
         return json_response(stored)
@@ -136,6 +144,7 @@ class Rest:
                 "application_id": str(self.hub.application_id),
                 "version": str(snowflake()),
                 "type": body.get("type", 1),
+                "description": body.get("description") or "",  # "" for context menus
                 "default_member_permissions": body.get("default_member_permissions"),
                 "nsfw": body.get("nsfw", False),
                 "options": body.get("options", []),
@@ -306,6 +315,17 @@ class Rest:
         message.reactions.get(request.match_info["emoji"], set()).discard(self.hub.bot_user.id)
         self.hub.changed()
         return web.Response(status=204)
+
+    async def avatar(self, request: web.Request) -> web.Response:
+        """A user's avatar, as cdn.discordapp.com/avatars/{user_id}/{hash}.png?size=N serves it
+        (any size: the picture as it was given)."""
+        user = self.hub.users.get(int(request.match_info["user_id"]))
+        stem, _, _ = request.match_info["filename"].partition(".")
+        if user is None or user.avatar is None or stem != user.avatar_hash:
+            raise web.HTTPNotFound()
+        self.hub.avatar_fetches[user.id] = self.hub.avatar_fetches.get(user.id, 0) + 1
+        self.hub.changed()
+        return web.Response(body=user.avatar, headers={"Content-Type": "image/png"})
 
     async def cdn(self, request: web.Request) -> web.StreamResponse:
         stored = self.hub.files.get(int(request.match_info["file_id"]))

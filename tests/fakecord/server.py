@@ -60,7 +60,9 @@ class Failure:
 class Budget:
     """Discord's rate limits as (requests, window in s); None means unlimited.
 
-    `messages`: one bucket per channel shared by POST/PATCH/DELETE on its messages; `webhooks`:
+    `messages`: one bucket per channel shared by POST/PATCH/DELETE on its messages;
+    `reactions`: one bucket per channel shared by the bot's own reactions (PUT and DELETE
+    .../reactions/{emoji}/@me on any message; Discord advertises 1 per second); `webhooks`:
     one bucket per interaction token (follow-ups and @original); `routes`: one bucket per route
     and major parameter for everything else (interaction callbacks included); `global_limit`:
     all requests of the bot token except interaction callbacks and webhooks."""
@@ -69,17 +71,22 @@ class Budget:
     webhooks: tuple[int, float] | None = (5, 2.0)
     routes: tuple[int, float] | None = (50, 1.0)
     global_limit: tuple[int, float] | None = (50, 1.0)
+    reactions: tuple[int, float] | None = (1, 1.0)
 
     @classmethod
     def of(cls, value: Budget | tuple[int, float]) -> Budget:
         """A Budget as is; a bare (requests, window) applies to every bucket, without global."""
         if isinstance(value, Budget):
             return value
-        return cls(messages=value, webhooks=value, routes=value, global_limit=None)
+        return cls(
+            messages=value, webhooks=value, routes=value, global_limit=None, reactions=value
+        )
 
 
 DISCORD = Budget()
-RELAXED = Budget(messages=(50, 1.0), webhooks=(50, 1.0), routes=(50, 1.0), global_limit=None)
+RELAXED = Budget(
+    messages=(50, 1.0), webhooks=(50, 1.0), routes=(50, 1.0), global_limit=None, reactions=(50, 1.0)
+)
 
 
 @dataclass(frozen=True)
@@ -170,6 +177,7 @@ def build_app(hub: FakeDiscord) -> web.Application:
             web.get("/resume", hub.gateway.handle),
             web.get("/attachments/{channel_id}/{file_id}/{filename}", rest.cdn),
             web.get("/media/attachments/{channel_id}/{file_id}/{filename}", rest.cdn),
+            web.get("/avatars/{user_id}/{filename}", rest.avatar),
         ]
     )
     for method, path, name in ROUTES:
@@ -191,6 +199,7 @@ _MESSAGE_ROUTES = (
     "/channels/{channel_id}/messages",
     "/channels/{channel_id}/messages/{message_id}",
 )
+_REACTION_ROUTE = "/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me"
 
 
 class _RateLimits:
@@ -208,6 +217,8 @@ class _RateLimits:
         budget = Budget.of(self.hub.rate_limit)
         if route in _MESSAGE_ROUTES and method in ("POST", "PATCH", "DELETE"):
             return ("messages", match["channel_id"]), budget.messages, "messages"
+        if route == _REACTION_ROUTE:
+            return ("reactions", match["channel_id"]), budget.reactions, "reactions"
         if route.startswith("/webhooks/"):
             return ("webhook", match["token"]), budget.webhooks, "webhook"
         key = f"{method} {route}"
@@ -279,7 +290,12 @@ def _json_error(
 
 def _too_many(retry_after: float, headers: dict[str, str], *, scope: str = "user") -> web.Response:
     glob = scope == "global"
-    body = {"message": "You are being rate limited.", "retry_after": retry_after, "global": glob}
+    body = {
+        "message": "You are being rate limited.",
+        "code": 0,  # Discord's spec requires `code` in the rate-limit body too (0: general)
+        "retry_after": retry_after,
+        "global": glob,
+    }
     headers = headers | {
         "Retry-After": str(math.ceil(retry_after)),
         "X-RateLimit-Remaining": "0",
@@ -312,15 +328,20 @@ async def _api_middleware(request: web.Request, handler: Handler) -> web.StreamR
     hub = request.app[HUB]
     resource = request.match_info.route.resource
     route = resource.canonical[len(API) :] if resource is not None else request.path[len(API) :]
-    if hub.latency:
-        await asyncio.sleep(hub.latency)
+    key, _, _ = request.app[LIMITS].classify(request.method, route, dict(request.match_info))
+    in_flight = hub.in_flight[key] = hub.in_flight.get(key, 0) + 1
+    hub.peak_in_flight[key] = max(hub.peak_in_flight.get(key, 0), in_flight)
     try:
+        if hub.latency:
+            await asyncio.sleep(hub.latency)
         response = await _answer(request, handler, hub, route)
     except _Reset:
         hub.record_request(RequestRecord(request.method, route, request.path, 0, time.monotonic()))
         assert request.transport is not None
         request.transport.abort()
         raise asyncio.CancelledError() from None
+    finally:
+        hub.in_flight[key] -= 1
     hub.record_request(
         RequestRecord(request.method, route, request.path, response.status, time.monotonic())
     )
@@ -337,12 +358,15 @@ async def _answer(
     if not route.startswith(_UNAUTHENTICATED) and (
         request.headers.get("Authorization") != f"Bot {hub.token}"
     ):
+        await _read_quietly(request)
         return _json_error(401, 0, "401: Unauthorized", limits.peek(key, limit, name))
     wait = limits.take_global(route)
     if wait:
+        await _read_quietly(request)
         return _too_many(wait, limits.peek(key, limit, name), scope="global")
     headers, wait = limits.take(key, limit, name)
     if wait:
+        await _read_quietly(request)
         return _too_many(wait, headers)
     failure = hub.take_failure(request.method, route)
     if failure is not None and not failure.after_commit:

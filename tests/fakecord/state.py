@@ -7,6 +7,7 @@ REST server and the gateway share one source of truth.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import itertools
 import mimetypes
 import struct
@@ -68,10 +69,15 @@ class User:
     name: str
     bot: bool = False
     admin: bool = False
+    avatar: bytes | None = None  # the picture the CDN serves at /avatars/{id}/{hash}.png
 
     @property
     def mention(self) -> str:
         return f"<@{self.id}>"
+
+    @property
+    def avatar_hash(self) -> str | None:
+        return hashlib.md5(self.avatar).hexdigest() if self.avatar else None
 
     def payload(self) -> dict[str, Any]:
         return {
@@ -79,7 +85,7 @@ class User:
             "username": self.name,
             "global_name": None if self.bot else self.name,
             "discriminator": "0",
-            "avatar": None,
+            "avatar": self.avatar_hash,
             "bot": self.bot,
             "public_flags": 0,
             "flags": 0,
@@ -481,14 +487,23 @@ class Message:
     def attachments(self) -> list[StoredFile]:
         return self.files
 
+    @property
+    def jump_url(self) -> str:
+        """The link Discord's clients (and discord.py's Message.jump_url) use for it."""
+        return f"https://discord.com/channels/{self.guild_id}/{self.channel_id}/{self.id}"
+
     def custom_ids(self) -> list[str]:
         """Every enabled component custom_id on the message (buttons and selects)."""
-        found: list[str] = []
+        return [item["custom_id"] for item in self.enabled_components()]
+
+    def enabled_components(self) -> list[dict[str, Any]]:
+        """Every enabled component with a custom_id (buttons and selects), in order."""
+        found: list[dict[str, Any]] = []
 
         def walk(items: list[dict[str, Any]]) -> None:
             for item in items:
                 if "custom_id" in item and not item.get("disabled", False):
-                    found.append(item["custom_id"])
+                    found.append(item)
                 walk(item.get("components", []))
                 if "accessory" in item:
                     walk([item["accessory"]])

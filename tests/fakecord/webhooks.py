@@ -106,16 +106,21 @@ class InteractionRoutes:
             "user": interaction.user.payload(),
             "authorizing_integration_owners": {"0": str(guild.id)},
         }
+        command = interaction.payload["data"]
         if interaction.message is not None:
             metadata["interacted_message_id"] = str(interaction.message.id)
         else:
-            metadata["name"] = interaction.payload["data"].get("name", "")
+            metadata["name"] = command.get("name", "")
+        if command.get("type") == ix.USER_COMMAND:
+            metadata["target_user"] = command["resolved"]["users"][command["target_id"]]
+        elif command.get("type") == ix.MESSAGE_COMMAND:
+            metadata["target_message_id"] = command["target_id"]
         message = Message(
             id=snowflake(),
             channel_id=channel.id,
             guild_id=channel.guild_id,
             author=self.hub.bot_user,
-            type=20 if interaction.type == ix.APPLICATION_COMMAND else 0,
+            type=_message_type(interaction),
             webhook_id=self.hub.application_id,
             application_id=self.hub.application_id,
             interaction_metadata=metadata,
@@ -170,3 +175,10 @@ class InteractionRoutes:
         _, message = self._webhook_message(request)
         self.hub.deleted(message)
         return web.Response(status=204)
+
+
+def _message_type(interaction: ix.Interaction) -> int:
+    """CHAT_INPUT_COMMAND (20), CONTEXT_MENU_COMMAND (23), or DEFAULT (0) for components."""
+    if interaction.type != ix.APPLICATION_COMMAND:
+        return 0
+    return 20 if interaction.payload["data"].get("type", ix.CHAT_INPUT) == ix.CHAT_INPUT else 23
