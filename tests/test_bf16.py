@@ -12,7 +12,9 @@ from nst_engine import images, styles
 from nst_engine.losses import make_targets
 from nst_engine.schedule import Scale
 from nst_engine.targets import TargetCache
-from nst_engine.transfer import PaintJob, StyleImage, paint_jobs
+from nst_engine.inputs import StyleImage
+from nst_engine.paint_job import PaintJob
+from nst_engine.transfer import paint_jobs
 from nst_engine.vgg import load_model
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
