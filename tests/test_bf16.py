@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from nst_engine import images, styles
+from nst_engine.inputs import StyleImage
 from nst_engine.losses import make_targets
+from nst_engine.paint_job import PaintJob
 from nst_engine.schedule import Scale
 from nst_engine.targets import TargetCache
-from nst_engine.inputs import StyleImage
-from nst_engine.paint_job import PaintJob
 from nst_engine.transfer import paint_jobs
 from nst_engine.vgg import load_model
 
