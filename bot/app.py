@@ -59,7 +59,7 @@ class StyleBot(commands.Bot):
         self.settings = settings
         self.engine = engine
         self._owns_engine = engine is None
-        self.lag_monitor = LagMonitor()
+        self.lag_monitor = LagMonitor(slow_callbacks=settings.loop_debug)
         self.heartbeat = Heartbeat(
             heartbeat_path(settings.data_dir), lambda: self.is_ready() and not self.is_closed()
         )
@@ -192,6 +192,7 @@ class StyleBot(commands.Bot):
                     self.journal.close()
                 await self.lag_monitor.stop()
                 log.info("largest event-loop lag: %.0f ms", self.lag_monitor.max_lag * 1000)
+                log.info("%s", self.lag_monitor.summary())
         await super().close()
 
 
