@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import threading
 import time
 
 import pytest
 
+from bot.__main__ import log_in_background
 from bot.lag import SLOW_CALLBACK, LagMonitor
 
 
@@ -43,3 +47,36 @@ async def test_slow_callbacks_are_logged_when_asked(caplog: pytest.LogCaptureFix
     finally:
         await monitor.stop()
         loop.set_debug(False)
+
+
+def test_a_blocked_log_stream_does_not_hold_the_logging_thread() -> None:
+    """The bot logs through a queue: a log line returns while its stream is stuck (a full pipe,
+    a busy disk), and it is written once the stream moves again."""
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            os.write(write_end, b"x" * 65536)  # fill the pipe: the next write would block
+    os.set_blocking(write_end, True)
+    stream = os.fdopen(write_end, "w")
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers = [logging.StreamHandler(stream)]
+    listener = log_in_background()
+    try:
+        logged = threading.Event()
+
+        def log_a_line() -> None:
+            logging.getLogger("bot.test").warning("a line for a stuck stream")
+            logged.set()
+
+        threading.Thread(target=log_a_line, daemon=True).start()
+        assert logged.wait(30), "logging waited for the stuck stream"
+        drained = b""
+        while b"a line for a stuck stream" not in drained:  # the stream moves: the line arrives
+            drained += os.read(read_end, 65536)
+    finally:
+        listener.stop()
+        root.handlers = saved
+        stream.close()
+        os.close(read_end)
