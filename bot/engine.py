@@ -25,6 +25,7 @@ async def start_engine(settings: Settings) -> Engine:
             painters_per_node=settings.ray_painters,
             job_timeout=settings.job_timeout,
             preview_interval=settings.status_interval,
+            nice=settings.painter_nice,
         )
     else:
         from nst_engine.pool import ProcessPoolEngine
@@ -35,6 +36,8 @@ async def start_engine(settings: Settings) -> Engine:
             per_device=settings.workers_per_device,
             job_timeout=settings.job_timeout,
             preview_interval=settings.status_interval,
+            batch_max=settings.batch_max,
+            nice=settings.painter_nice,
         )
     try:
         await engine.start()
@@ -53,7 +56,8 @@ async def start_engine(settings: Settings) -> Engine:
 
 def describe_engine(engine: Engine) -> str:
     """One line on what paints and where, for the start log and `about`: e.g. `ray at
-    10.0.0.5:6379, 4 painters on 2 nodes (cuda:0)` or `local process pool, 2 worker(s) on cpu`."""
+    10.0.0.5:6379, 4 painters on 2 nodes (cuda:0)` or `local process pool, 1 worker(s) on cuda:0,
+    batches of up to 8 jobs each` (STYLEBOT_BATCH_MAX)."""
     describe = getattr(engine, "describe", None)
     if callable(describe):
         return str(describe())

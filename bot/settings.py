@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     ray_painters: int = Field(default=1, ge=1)  # painters per GPU, or per CPU-only node
     workers: int | None = Field(default=None, ge=1)
     workers_per_device: int = Field(default=1, ge=1)
+    # local engine: jobs a CUDA worker paints as one batch (1: off; CPU workers never batch)
+    batch_max: int = Field(default=1, ge=1)
+    painter_nice: int = Field(default=10, ge=0, le=19)  # painters' CPU priority below the bot's
     devices: Annotated[tuple[str, ...], NoDecode] = ()
     job_timeout: float = Field(default=600.0, gt=0)
     max_iterations: int | None = Field(default=None, ge=1)

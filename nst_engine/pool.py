@@ -16,15 +16,18 @@ queued and running jobs fail with EngineError ("shutting down"), every process i
 Workers start with `spawn`, which imports the program's main module in each of them: keep its
 entry point under `if __name__ == "__main__":` and its top-level imports light.
 
-Devices: `devices=None` asks a short-lived child process which CUDA devices torch sees (so this
-process never imports torch) and falls back to the CPU. Each worker runs one job at a time; idle
-workers take queued jobs in FIFO order, the most recently idle worker first (its caches are warm).
+Devices, workers per device and jobs per worker come from `placement` (`devices=None`: every
+CUDA device torch sees, else the CPU). A worker is `placement.lanes` painters ("lanes") to the
+scheduler, each with its own job, seq, stop flag, timeout and retry; it paints the waiting jobs
+that share a schedule as one batch (see `worker`). Idle lanes take queued jobs in FIFO order,
+the most recently idle first (its caches are warm). Workers run `nice` steps below this
+process's CPU priority, so the bot beside them keeps answering while they paint.
 
 Each process has two daemon threads here: one blocks on the worker's event pipe and hands every
 message to the loop with `call_soon_threadsafe`, then waits for the process to end and reports
 that; the other sends commands, so a large request never blocks the loop. Both end, and every
-pipe of the worker is closed, when it exits. A worker that dies after it was ready is replaced
-at once; one that keeps dying soon after start is replaced after a growing delay.
+pipe of the worker is closed, when it exits; its lanes go with it. A worker that dies after it
+was ready is replaced at once; one that keeps dying soon after start, after a growing delay.
 """
 
 from __future__ import annotations
@@ -32,19 +35,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
-import os
 import queue
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any, ClassVar
 
+from . import placement
 from . import worker as worker_side
 from .api import EngineError
 from .dispatch import CRASH_BACKOFF as CRASH_BACKOFF
-from .dispatch import MAX_START_FAILURES, Dispatcher, EngineJob, Slot, without_secrets
+from .dispatch import MAX_START_FAILURES, Dispatcher, Slot, without_secrets
+from .jobs import EngineJob
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +65,25 @@ class PoolJob(EngineJob):
 
 
 @dataclass(eq=False)
-class _Worker(Slot[PoolJob]):
-    """The parent's handle on one worker process."""
+class _Process:
+    """The parent's handle on one worker process and the lanes it paints for."""
 
     slot: int
+    pid: int
     process: BaseProcess
     commands: queue.SimpleQueue[tuple | None]
-    stop: Any  # RawValue('q'): the seq the worker should stop
+    stops: Any  # RawArray('q'), one per lane: the seq the worker should stop there
     exited: asyncio.Future[int | None]
+    lanes: list[_Worker] = field(default_factory=list)
     failure: str | None = None
+
+
+@dataclass(eq=False)
+class _Worker(Slot[PoolJob]):
+    """One lane of a worker process: a painter as the scheduler sees it (one job at a time)."""
+
+    proc: _Process
+    lane: int
 
 
 class ProcessPoolEngine(Dispatcher[PoolJob, _Worker]):
@@ -85,6 +99,9 @@ class ProcessPoolEngine(Dispatcher[PoolJob, _Worker]):
     preview_interval: seconds between the small JPEG previews in progress events.
     stop_grace: seconds a worker gets to stop a cancelled or timed-out job (and, in close(), to
     exit) before it is killed and replaced.
+    batch_max: jobs a CUDA worker may paint as one batch (1: one at a time); `batch_on_cpu`
+    applies it to CPU workers too (see `placement.lanes`).
+    nice: how much lower the workers' CPU priority is than this process's (0: the same).
     """
 
     _log: ClassVar[logging.Logger] = log
@@ -101,6 +118,9 @@ class ProcessPoolEngine(Dispatcher[PoolJob, _Worker]):
         preview_interval: float = 3.0,
         *,
         stop_grace: float = 10.0,
+        batch_max: int = 1,
+        batch_on_cpu: bool = False,
+        nice: int = 10,
     ) -> None:
         if workers is not None and workers < 1:
             raise ValueError("workers must be at least 1")
@@ -108,22 +128,30 @@ class ProcessPoolEngine(Dispatcher[PoolJob, _Worker]):
             raise ValueError("per_device must be at least 1")
         if devices is not None and not devices:
             raise ValueError("devices must name at least one device")
+        if batch_max < 1:
+            raise ValueError("batch_max must be at least 1")
+        if nice < 0:
+            raise ValueError("nice must be 0 or more")
         super().__init__(job_timeout, preview_interval, stop_grace)
         self._workers_wanted = workers
         self._devices = tuple(devices) if devices is not None else None
         self._per_device = per_device
+        self._batch_max = batch_max
+        self._batch_on_cpu = batch_on_cpu
+        self._nice = nice
         self._plan: list[str] = []  # the device of each worker slot
         self._threads = 1
         self._lost_slots: set[int] = set()
+        self._procs: list[_Process] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def _start_up(self) -> None:
         """Choose devices and spawn the workers without waiting for them."""
         loop = self._loop_()
-        devices = self._devices or await loop.run_in_executor(None, _detect_devices)
-        self._plan = plan_workers(devices, self._workers_wanted, self._per_device)
-        self._threads = max(1, _cpu_count() // len(self._plan))
+        devices = self._devices or await loop.run_in_executor(None, placement.detect_devices)
+        self._plan = placement.plan_workers(devices, self._workers_wanted, self._per_device)
+        self._threads = placement.threads_per_worker(len(self._plan))
         log.info(
             "starting %d worker(s) on %s, %d torch thread(s) each",
             len(self._plan),
@@ -140,11 +168,12 @@ class ProcessPoolEngine(Dispatcher[PoolJob, _Worker]):
         Idempotent; the engine cannot be restarted.
         """
         error = self._begin_close()
-        workers = list(self._slots)
+        workers = list(self._procs)
         for w in workers:
-            if w.job is not None:
-                w.job._finish(error=error)
-                w.stop.value = w.seq
+            for lane in w.lanes:
+                if lane.job is not None:
+                    lane.job._finish(error=error)
+                    self._signal_stop(lane)
             w.commands.put(None)  # the writer closes the pipe; the worker exits on EOF
         if not workers:
             return
@@ -168,28 +197,35 @@ class ProcessPoolEngine(Dispatcher[PoolJob, _Worker]):
         """One line for logs and the bot's `about`: what paints, and where."""
         stats = self.stats()
         where = ", ".join(stats.devices) or "no device yet"
-        return f"local process pool, {stats.painters} worker(s) on {where}"
+        workers = len({w.proc for w in self._slots if w.serving})
+        batch = max((w.lane + 1 for w in self._slots if w.serving), default=1)
+        batching = f"batches of up to {batch} jobs" if batch > 1 else "one job at a time"
+        return f"local process pool, {workers} worker(s) on {where}, {batching} each"
 
     def pids(self) -> list[int]:
         """The process ids of the live workers, ready or not (for diagnostics)."""
-        return [w.pid for w in self._slots]
+        return [w.pid for w in self._procs]
 
     # -- the Dispatcher's hooks --------------------------------------------------------------
 
     def _start_on(self, w: _Worker, job: PoolJob) -> None:
-        w.commands.put(("job", w.seq, job.request))
+        w.proc.commands.put(("job", w.seq, job.request, w.lane))
 
     def _signal_stop(self, w: _Worker) -> None:
-        w.stop.value = w.seq
+        w.proc.stops[w.lane] = w.seq
 
     def _still_running(self, w: _Worker) -> bool:
-        return w.process.is_alive()
+        return w.proc.process.is_alive()
 
     def _kill_painter(self, w: _Worker) -> None:
-        w.process.kill()
+        w.proc.process.kill()
 
     def _wanted(self) -> int:
-        return len(self._plan) - len(self._lost_slots)
+        return sum(
+            placement.lanes(device, self._batch_max, self._batch_on_cpu)
+            for slot, device in enumerate(self._plan)
+            if slot not in self._lost_slots
+        )
 
     def _nodes(self, serving: list[_Worker]) -> int:
         return 1
@@ -208,20 +244,25 @@ class ProcessPoolEngine(Dispatcher[PoolJob, _Worker]):
         loop = self._loop_()
         commands_in, commands_out = _CONTEXT.Pipe(duplex=False)
         events_in, events_out = _CONTEXT.Pipe(duplex=False)
-        stop = _CONTEXT.RawValue("q", 0)
         device = self._plan[slot]
+        lanes = placement.lanes(device, self._batch_max, self._batch_on_cpu)
+        stops = _CONTEXT.RawArray("q", lanes)
         process = _CONTEXT.Process(
             target=worker_side.serve,
             name=f"nst-worker-{slot}",
             args=(
-                slot,
-                device,
-                self._threads,
+                worker_side.WorkerSetup(
+                    index=slot,
+                    device=device,
+                    threads=self._threads,
+                    lanes=lanes,
+                    nice=self._nice,
+                    preview_interval=self._preview_interval,
+                    log_level=logging.getLogger("nst_engine").getEffectiveLevel(),
+                ),
                 commands_in,
                 events_out,
-                stop,
-                self._preview_interval,
-                logging.getLogger("nst_engine").getEffectiveLevel(),
+                stops,
             ),
             daemon=True,  # never outlive this process, even without close()
         )
@@ -230,17 +271,11 @@ class ProcessPoolEngine(Dispatcher[PoolJob, _Worker]):
         commands_in.close()  # the child holds these ends now; closing ours lets EOF through
         events_out.close()
         assert process.pid is not None
-        w = _Worker(
-            slot,
-            process,
-            queue.SimpleQueue(),
-            stop,
-            loop.create_future(),
-            pid=process.pid,
-            device=device,
-        )
-        self._slots.append(w)
-        log.info("worker pid %s spawned for %s (slot %d)", w.pid, device, slot)
+        w = _Process(slot, process.pid, process, queue.SimpleQueue(), stops, loop.create_future())
+        w.lanes = [_Worker(proc=w, lane=i, pid=w.pid, device=device) for i in range(lanes)]
+        self._procs.append(w)
+        self._slots.extend(w.lanes)
+        log.info("worker pid %s spawned for %s (slot %d, %d lane(s))", w.pid, device, slot, lanes)
         threading.Thread(
             target=_send_commands,
             args=(commands_out, w.commands),
@@ -254,7 +289,7 @@ class ProcessPoolEngine(Dispatcher[PoolJob, _Worker]):
             name=f"nst-pool-read-{w.pid}",
         ).start()
 
-    def _read_events(self, w: _Worker, conn: Connection) -> None:
+    def _read_events(self, w: _Process, conn: Connection) -> None:
         """Reader thread: forward messages to the loop; at EOF wait for the exit and report it."""
         loop = self._loop_()
         try:
@@ -274,62 +309,69 @@ class ProcessPoolEngine(Dispatcher[PoolJob, _Worker]):
         except RuntimeError:
             log.warning("worker pid %s exited after its event loop closed", w.pid)
 
-    def _on_message(self, w: _Worker, message: tuple) -> None:
+    def _on_message(self, w: _Process, message: tuple) -> None:
         kind = message[0]
         if kind == "ready":
-            w.ready = True
-            w.ready_at = self._loop_().time()
-            w.device = message[1]
+            now = self._loop_().time()
             self._start_failures[w.slot] = 0
-            log.info("worker pid %s ready on %s", w.pid, w.device)
-            self._make_idle(w)
+            log.info("worker pid %s ready on %s", w.pid, message[1])
+            for lane in w.lanes:
+                lane.ready, lane.ready_at, lane.device = True, now, message[1]
+                self._make_idle(lane)
             self._update_ready()
         elif kind == "failed":
             w.failure = message[1]
-        elif kind == "progress":
-            if message[1] == w.seq and w.job is not None and not w.job.done:
-                w.job._publish(message[2])
-        elif kind in ("done", "error"):
-            if message[1] != w.seq or w.job is None:
+        elif kind in ("progress", "done", "error"):
+            lane = next((x for x in w.lanes if x.seq == message[1] and x.job is not None), None)
+            if lane is None or lane.job is None:
+                return  # a stale message: that attempt has ended
+            if kind == "progress":
+                if not lane.job.done:
+                    lane.job._publish(message[2])
                 return
-            job = w.job
-            w.job = None
-            w.clear_timers()
+            job = lane.job
+            lane.job = None
+            lane.clear_timers()
             if kind == "done":
                 log.info("job %s done on worker pid %s", job.id, w.pid)
                 job._finish(result=message[2])
             else:
                 log.info("job %s ended on worker pid %s: %s", job.id, w.pid, message[3])
                 job._finish(error=worker_side.ERROR_KINDS[message[2]](message[3]))
-            self._make_idle(w)
+            self._make_idle(lane)
         else:
             log.error("unknown message %r from worker pid %s", kind, w.pid)
 
-    def _on_exit(self, w: _Worker) -> None:
+    def _on_exit(self, w: _Process) -> None:
         w.process.join()  # already over (its sentinel fired); this reaps it
         code = w.process.exitcode
         w.process.close()  # its sentinel fd
         w.commands.put(None)  # ends the writer thread, which closes the command pipe
-        w.clear_timers()
-        self._slots.remove(w)
-        if w in self._idle:
-            self._idle.remove(w)
+        self._procs.remove(w)
+        jobs = []
+        for lane in w.lanes:
+            lane.clear_timers()
+            self._slots.remove(lane)
+            if lane in self._idle:
+                self._idle.remove(lane)
+            jobs.append(lane.job)
+            lane.job = None
         w.exited.set_result(code)
-        job, w.job = w.job, None
         if self._closing:
             return
         log.warning("worker pid %s (slot %d) exited with code %s", w.pid, w.slot, code)
-        self._retry_or_give_up(job)
-        if w.ready:
+        for job in jobs:
+            self._retry_or_give_up(job)
+        if w.lanes[0].ready:
             self._respawn_after_crash(w)
         else:
             self._respawn_after_start_failure(w, code)
         self._update_ready()
         self._dispatch()
 
-    def _respawn_after_crash(self, w: _Worker) -> None:
+    def _respawn_after_crash(self, w: _Process) -> None:
         """Replace a worker that died after it was ready: at once, or later in a crash loop."""
-        streak, delay = self._crash_delay(w.slot, w.ready_at)
+        streak, delay = self._crash_delay(w.slot, w.lanes[0].ready_at)
         if streak == 1:
             self._spawn(w.slot)
             return
@@ -338,7 +380,7 @@ class ProcessPoolEngine(Dispatcher[PoolJob, _Worker]):
         )
         self._loop_().call_later(delay, self._spawn, w.slot)
 
-    def _respawn_after_start_failure(self, w: _Worker, code: int | None) -> None:
+    def _respawn_after_start_failure(self, w: _Process, code: int | None) -> None:
         failures = self._count_start_failure(
             w.slot, w.failure or f"the worker process exited with code {code}"
         )
@@ -351,17 +393,11 @@ class ProcessPoolEngine(Dispatcher[PoolJob, _Worker]):
         self._lost_slots.add(w.slot)
         self._fail_queue_if_hopeless()
 
-    async def _wait_exit(self, workers: list[_Worker], timeout: float | None) -> list[_Worker]:
+    async def _wait_exit(self, workers: list[_Process], timeout: float | None) -> list[_Process]:
         """Wait up to `timeout` for the workers to exit; return those still running."""
         if workers:
             await asyncio.wait([w.exited for w in workers], timeout=timeout)
         return [w for w in workers if not w.exited.done()]
-
-
-def plan_workers(devices: Sequence[str], workers: int | None, per_device: int) -> list[str]:
-    """The device of each worker: `per_device` per device, or `workers` dealt out in turn."""
-    count = workers or len(devices) * per_device
-    return [devices[i % len(devices)] for i in range(count)]
 
 
 def _send_commands(conn: Connection, commands: queue.SimpleQueue[tuple | None]) -> None:
@@ -373,26 +409,3 @@ def _send_commands(conn: Connection, commands: queue.SimpleQueue[tuple | None]) 
         pass  # the worker died; its reader thread reports that
     finally:
         conn.close()
-
-
-def _detect_devices() -> list[str]:
-    """Ask a short-lived child process which CUDA devices torch sees (else ["cpu"])."""
-    receiver, sender = _CONTEXT.Pipe(duplex=False)
-    probe = _CONTEXT.Process(target=worker_side.report_devices, args=(sender,), daemon=True)
-    probe.start()
-    sender.close()
-    try:
-        devices: list[str] = receiver.recv()
-    except EOFError as exc:
-        raise EngineError("The painter could not start: device detection failed.") from exc
-    finally:
-        receiver.close()
-        probe.join()
-    return devices
-
-
-def _cpu_count() -> int:
-    """Cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1

@@ -44,10 +44,10 @@ def cpu_flags(path: Path = CPUINFO) -> frozenset[str] | None:
 
 
 def _torch_says_native_bf16() -> bool:
-    """Fallback where /proc/cpuinfo is missing: torch's own cpuinfo probe, if it has one."""
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    cpu = getattr(torch._C, "_cpu", None)
-    return any(bool(getattr(cpu, name, lambda: False)()) for name in probes)
+    """Fallback where /proc/cpuinfo is missing: torch's own cpuinfo probe (AVX512-BF16, or AMX,
+    whose tiles come with bf16 on every CPU that has them)."""
+    probes = (torch.cpu._is_avx512_bf16_supported, torch.cpu._is_amx_tile_supported)
+    return any(probe() for probe in probes)
 
 
 def cpu_has_native_bf16(

@@ -5,26 +5,28 @@
     job = await engine.submit(request)             # as with ProcessPoolEngine
     await engine.close()
 
-Painters are Ray actors pinned to one node each: `painters_per_node` per GPU on nodes with GPUs
-(a fraction of the GPU each), or, when the cluster has no GPU at all, `painters_per_node` per
-node sharing its CPUs. Each loads the model once and keeps its style-target cache. Every
-`poll_interval` seconds the engine reads the cluster's nodes: a node that joined gets painters,
-a node that left loses them and their jobs are retried elsewhere, a painter that died is
-replaced (at once, then with a growing delay if its node keeps losing them just after start).
+Painters are Ray actors (`ray_painter.Painter`) pinned to one node each: `painters_per_node`
+per GPU on nodes with GPUs (a fraction of the GPU each), or, when the cluster has no GPU at all,
+`painters_per_node` per node sharing its CPUs. Each loads the model once, keeps its style-target
+cache, and runs at a lower CPU priority (`nice`). Every `poll_interval` seconds the engine
+reads the cluster's nodes: a node that joined gets painters, a node that left loses them and
+their jobs are retried elsewhere, a painter that died is replaced (at once, then with a growing
+delay if its node keeps losing them just after start).
 
 Jobs wait here in FIFO order and go to the most recently idle painter. `Painter.paint` is a
-streaming generator: progress messages (throttled in the painter, as in pool workers), then the
-message that ends the job. The event loop only ever awaits object refs; the few blocking calls
-(connecting, listing nodes, shutting down) run in an executor thread. Cancel and timeout set the
-painter's stop flag through a second, concurrent method of the (threaded) actor, so a running job
-stops within one step; a painter that does not stop within `stop_grace` seconds is killed. A job
-whose painter or node is lost is retried once on another painter; a second loss fails it with
-EngineError.
+streaming generator: progress messages (throttled in the painter), then the message that ends
+the job. The event loop only ever awaits object refs; the few blocking calls (connecting,
+listing nodes, shutting down) run in an executor thread. Cancel and timeout set the painter's
+stop flag through a second, concurrent actor method, so a running job stops within one step; a
+painter that does not stop within `stop_grace` seconds is killed. A job whose painter or node is
+lost is retried once on another painter; a second loss fails it with EngineError.
 
+The cluster the engine starts itself (no address), and one at a loopback address, are kept on
+loopback with usage statistics off (`ray_local`); any other address is the operator's cluster.
 Ray keeps one connection per process, so a process runs one RayEngine at a time. If Ray is
 already initialised (e.g. by a test), the engine uses that connection and leaves it open;
 otherwise close() disconnects, and stops the local cluster it started. This module imports ray
-but never torch: torch is imported inside the painters only.
+but never torch.
 """
 
 from __future__ import annotations
@@ -32,10 +34,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import queue
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -43,9 +41,11 @@ import ray
 from ray.exceptions import RayError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from . import ray_local
 from . import worker as worker_side
-from .api import EngineError, StyleRequest
+from .api import EngineError
 from .dispatch import MAX_START_FAILURES, Dispatcher, EngineJob, Slot, without_secrets
+from .ray_painter import PainterActor
 
 log = logging.getLogger(__name__)
 
@@ -57,59 +57,6 @@ class RayJob(EngineJob):
     """
 
     node_id: str | None = None
-
-
-class Painter:
-    """The actor: one model on one device, painting one job at a time (see the module doc)."""
-
-    def __init__(self, threads: int, preview_interval: float, log_level: int) -> None:
-        logging.basicConfig(
-            level=log_level,
-            format="%(asctime)s %(levelname)s [painter pid %(process)d] %(message)s",
-        )
-        worker_side.setup_threads(threads)
-        from . import transfer, vgg
-
-        self._transfer = transfer
-        self._device = vgg.pick_device("cuda:0" if ray.get_gpu_ids() else "cpu")
-        vgg.load_model(self._device)
-        self._preview_interval = preview_interval
-        self._stop = 0
-        log.info("ready on %s with %d thread(s)", self._device, threads)
-
-    def info(self) -> tuple[int, str]:
-        """(pid, device) once the model is loaded."""
-        return os.getpid(), str(self._device)
-
-    def stop(self, seq: int) -> None:
-        """Stop the job attempt numbered `seq` at its next step (runs beside `paint`)."""
-        self._stop = seq
-
-    def paint(self, seq: int, request: StyleRequest) -> Iterator[tuple]:
-        """Yield the job's progress messages, then the message that ends it (worker protocol)."""
-        messages: queue.SimpleQueue[tuple] = queue.SimpleQueue()
-
-        def run() -> None:
-            messages.put(
-                worker_side.run_job(
-                    request,
-                    seq,
-                    self._device,
-                    self._preview_interval,
-                    lambda: self._stop == seq,
-                    messages.put,
-                    self._transfer,
-                )
-            )
-
-        threading.Thread(target=run, name=f"paint-{seq}", daemon=True).start()
-        while (message := messages.get())[0] == "progress":
-            yield message
-        yield message
-
-
-# max_concurrency: `paint` holds one thread for the whole job, so `stop` and `info` need others.
-_PainterActor = ray.remote(max_restarts=0, max_concurrency=3)(Painter)
 
 
 @dataclass(frozen=True)
@@ -156,7 +103,8 @@ class RayEngine(Dispatcher[RayJob, _Painter]):
     address: the cluster ("host:6379", "auto", "ray://host:10001"); None starts a local one
     with `num_cpus` CPUs (default: all). painters_per_node: painters per GPU, or per CPU-only
     node when the cluster has no GPU. job_timeout, preview_interval, stop_grace: as for
-    ProcessPoolEngine. poll_interval: seconds between looks at the cluster's nodes.
+    ProcessPoolEngine. poll_interval: seconds between looks at the cluster's nodes. nice: the
+    painters' lowest CPU niceness (STYLEBOT_PAINTER_NICE; Ray itself starts workers at 15).
 
     `wait_ready()` returns at once if the cluster has no room yet (jobs then wait for a node to
     join); a painter that Ray cannot place because other work holds its node's resources keeps
@@ -178,6 +126,7 @@ class RayEngine(Dispatcher[RayJob, _Painter]):
         stop_grace: float = 10.0,
         poll_interval: float = 2.0,
         num_cpus: int | None = None,
+        nice: int = 10,
     ) -> None:
         if painters_per_node < 1:
             raise ValueError("painters_per_node must be at least 1")
@@ -186,6 +135,7 @@ class RayEngine(Dispatcher[RayJob, _Painter]):
         self._per_node = painters_per_node
         self._poll_interval = poll_interval
         self._num_cpus = num_cpus
+        self._nice = nice
 
         self._owns_connection = False
         self._gcs_address = ""
@@ -250,16 +200,20 @@ class RayEngine(Dispatcher[RayJob, _Painter]):
     # -- the cluster ---------------------------------------------------------------------------
 
     def _connect(self) -> None:
-        """Executor thread: join the cluster at `address`, or start a local one."""
+        """Executor thread: join the cluster at `address`, or start a local one on loopback."""
         if ray.is_initialized():
             log.info("using this process's existing Ray connection")
         else:
-            options: dict[str, Any] = {"log_to_driver": False}
-            if self._address is None:
-                options |= {"num_cpus": self._num_cpus, "include_dashboard": False}
+            local = self._address is None or ray_local.is_loopback(self._address)
+            if local:
+                ray_local.pin_to_loopback()
+            options: dict[str, Any] = {"address": self._address, "log_to_driver": False}
+            if self._address is None:  # "local": its own cluster, never the last one started here
+                options |= {"address": "local", "num_cpus": self._num_cpus}
+                options["include_dashboard"] = False
             try:
                 with without_secrets():  # the local cluster's processes
-                    ray.init(address=self._address, **options)
+                    ray.init(**options)
             except ConnectionError as exc:
                 raise EngineError(
                     f"Could not connect to the Ray cluster at {self._address}: "
@@ -268,6 +222,8 @@ class RayEngine(Dispatcher[RayJob, _Painter]):
                     "on the head) in this process's environment."
                 ) from exc
             self._owns_connection = True
+            if local:
+                ray_local.check_on_loopback()
         self._gcs_address = ray.get_runtime_context().gcs_address
         log.info("connected to the Ray cluster at %s", self._gcs_address)
 
@@ -309,7 +265,7 @@ class RayEngine(Dispatcher[RayJob, _Painter]):
     def _create(self, node_id: str, spec: PainterSpec) -> None:
         if self._closing:
             return
-        actor = _PainterActor.options(
+        actor = PainterActor.options(
             num_cpus=spec.num_cpus,
             num_gpus=spec.num_gpus,
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
@@ -317,6 +273,7 @@ class RayEngine(Dispatcher[RayJob, _Painter]):
             spec.threads,
             self._preview_interval,
             logging.getLogger("nst_engine").getEffectiveLevel(),
+            self._nice,
         )
         p = _Painter(actor, node_id)
         self._slots.append(p)

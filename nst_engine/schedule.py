@@ -1,4 +1,5 @@
-"""Coarse-to-fine schedules: which sizes each quality preset paints at, and for how many steps.
+"""Coarse-to-fine schedules: which sizes each quality preset paints at, and for how many steps;
+the scales left for a starting image, and the size of a style image at each scale.
 
 Most of the picture's structure settles at low resolution, where a step costs a fraction of a
 full-size one; the finer scales then only refine texture, starting from the upsampled result.
@@ -7,6 +8,8 @@ full-size one; the finer scales then only refine texture, starting from the upsa
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from PIL import Image
 
 # Per preset: (fraction of the requested long side, L-BFGS steps) for each scale, coarse first.
 PRESETS: dict[str, tuple[tuple[float, int], ...]] = {
@@ -62,3 +65,20 @@ def plan(
             shares[-1] += 1
         stages = [(side, n) for (side, _), n in zip(stages, shares, strict=True)]
     return [Scale(*dims(width, height, side), steps) for side, steps in stages]
+
+
+def finer_than(scales: list[Scale], long_side: int) -> list[Scale]:
+    """The scales that paint on a starting image of this long side: only those finer than it
+    (its coarse structure is there already), else the finest alone."""
+    finer = [s for s in scales if max(s.width, s.height) > long_side]
+    return finer or scales[-1:]
+
+
+def style_dims(img: Image.Image, scale: Scale) -> tuple[int, int]:
+    """The style's size at this scale: its own aspect, the same area as the content.
+
+    Each side is at least MIN_SIDE, so that relu5_1 is never empty.
+    """
+    w, h = img.size
+    factor = (scale.width * scale.height / (w * h)) ** 0.5
+    return max(MIN_SIDE, round(w * factor)), max(MIN_SIDE, round(h * factor))

@@ -1,4 +1,5 @@
-"""A cache of built-in styles' Gram targets, per (style, size), in memory and optionally on disk.
+"""A cache of built-in styles' Gram targets, per (style, size, precision), in memory and optionally
+on disk.
 
 A built-in style at a given size always yields the same Grams, so a job with a built-in style
 skips the style image's forward pass when its size has been seen before. Image uploads are
@@ -30,12 +31,19 @@ FORMAT_VERSION = 1
 ENV_DIR = "NST_STYLE_CACHE"
 ENV_MAX_MB = "NST_STYLE_CACHE_MAX_MB"
 DEFAULT_MAX_MB = 512
-# What this cache's files are called (any format version); nothing else in the folder is touched.
-_FILE_NAME = re.compile(r"[a-z0-9-]+-\d+x\d+-v\d+\.pt")
+# The precisions a Gram can have been computed in (the engine computes targets in fp32).
+PRECISIONS = ("fp32", "bf16")
+# What this cache's files are called (any format version, with or without the precision that
+# older versions lacked); nothing else in the folder is touched.
+_FILE_NAME = re.compile(r"[a-z0-9-]+-\d+x\d+(-fp32|-bf16)?-v\d+\.pt")
+_Key = tuple[str, int, int, str, str]  # style, width, height, precision, device
 
 
 class TargetCache:
-    """LRU of {layer: Gram} keyed by (style name, width, height, device).
+    """LRU of {layer: Gram} keyed by (style name, width, height, precision, device).
+
+    `precision` is that of the forward pass the Grams came from, so Grams made under bf16 are
+    never served to an fp32 job, nor the other way round.
 
     `directory`, when given, also keeps each entry on disk (CPU tensors, one file per entry),
     at most `max_bytes` of them in all, least recently used evicted first.
@@ -50,25 +58,31 @@ class TargetCache:
         self.max_entries = max_entries
         self.directory = Path(directory) if directory else None
         self.max_bytes = max_bytes
-        self._entries: OrderedDict[tuple[str, int, int, str], dict[str, torch.Tensor]] = (
-            OrderedDict()
-        )
+        self._entries: OrderedDict[_Key, dict[str, torch.Tensor]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def _path(self, name: str, width: int, height: int) -> Path | None:
+    def _path(self, name: str, width: int, height: int, precision: str) -> Path | None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}")
         if self.directory is None:
             return None
-        return self.directory / f"{name}-{width}x{height}-v{FORMAT_VERSION}.pt"
+        return self.directory / f"{name}-{width}x{height}-{precision}-v{FORMAT_VERSION}.pt"
 
     def get(
-        self, name: str, width: int, height: int, device: torch.device
+        self,
+        name: str,
+        width: int,
+        height: int,
+        device: torch.device,
+        *,
+        precision: str = "fp32",
     ) -> dict[str, torch.Tensor] | None:
-        key = (name, width, height, str(device))
+        path = self._path(name, width, height, precision)
+        key = (name, width, height, precision, str(device))
         with self._lock:
             grams = self._entries.get(key)
             if grams is not None:
                 self._entries.move_to_end(key)
-        path = self._path(name, width, height)
         if grams is not None:
             if path is not None:
                 _touch(path)  # a hit in memory is a use of the file too, for other processes
@@ -84,10 +98,18 @@ class TargetCache:
         self._remember(key, loaded)
         return loaded
 
-    def put(self, name: str, width: int, height: int, grams: dict[str, torch.Tensor]) -> None:
+    def put(
+        self,
+        name: str,
+        width: int,
+        height: int,
+        grams: dict[str, torch.Tensor],
+        *,
+        precision: str = "fp32",
+    ) -> None:
+        path = self._path(name, width, height, precision)
         device = next(iter(grams.values())).device
-        self._remember((name, width, height, str(device)), grams)
-        path = self._path(name, width, height)
+        self._remember((name, width, height, precision, str(device)), grams)
         if path is None:
             return
         try:
@@ -135,7 +157,7 @@ class TargetCache:
             total -= size
             log.info("evicted %s from the style cache", name)
 
-    def _remember(self, key: tuple[str, int, int, str], grams: dict[str, torch.Tensor]) -> None:
+    def _remember(self, key: _Key, grams: dict[str, torch.Tensor]) -> None:
         with self._lock:
             self._entries[key] = grams
             self._entries.move_to_end(key)

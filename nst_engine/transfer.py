@@ -6,6 +6,9 @@ scale starts from the bicubic upsample of the previous result. The image lives i
 input space of the VGG weights throughout, boxed to what 0..1 RGB can show: the optimiser never
 leaves that range, so the picture delivered is the one whose loss it minimised (unboxed, ~3 % of
 the pixels drift out of range and clipping them on output cost five times the loss).
+
+Presets and scale planning live in `schedule`, decoding and planning a request in `inputs`,
+a job's progress reports in `paint_job`.
 """
 
 from __future__ import annotations
@@ -15,93 +18,35 @@ import gc
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from . import images, styles, timelapse
-from .api import Cancelled, EngineError, InputError, Progress, Result, StyleRequest, StyleSource
-from .color import luminance, match_luminance, with_chroma_of
+from . import images, timelapse
+from .api import Cancelled, EngineError, InputError, Progress, Result, StyleRequest
+from .color import luminance, match_luminance
+from .inputs import Prepared, StyleImage, input_copies, prepare
 from .lbfgs import BatchedLBFGS
 from .losses import Targets, make_targets, objective_batch, stack_targets, style_grams
+from .paint_job import PaintJob, TargetsFn, Tracker, publish, to_image
 from .precision import use_bf16
-from .schedule import MIN_SIDE, Scale, plan
+from .schedule import Scale, style_dims
 from .targets import TargetCache, default_cache
-from .vgg import VGGFeatures, caffe_range, deprocess, load_model, pick_device, preprocess
+from .vgg import VGGFeatures, caffe_range, load_model, pick_device, preprocess
 
 log = logging.getLogger(__name__)
 
-PREVIEW_SIDE = 256
-PREVIEW_QUALITY = 80
 # Seeded noise added to the first scale's starting image, on the 0..1 scale.
 INIT_NOISE = 0.02
 LBFGS_HISTORY = 20
 OUT_OF_MEMORY = "Ran out of memory painting this image; try a smaller size."
-
-TargetsFn = Callable[[dict[str, torch.Tensor], list[dict[str, torch.Tensor]], list[float]], Targets]
-
-
-@dataclass
-class StyleImage:
-    """A decoded style image and its blend weight."""
-
-    image: Image.Image
-    weight: float
-    builtin: str | None  # the key of its cached targets: a built-in's name or the source's key
-
-
-@dataclass
-class _Tracker:
-    """Counts steps and time for progress events and the ETA."""
-
-    scales: list[Scale]
-    started: float
-    step: int = 0
-    work_done: float = 0.0
-    last_preview: float = 0.0
-
-    @property
-    def total_steps(self) -> int:
-        return sum(s.steps for s in self.scales)
-
-    def eta(self, scale_index: int, steps_left_here: int) -> float | None:
-        elapsed = time.monotonic() - self.started
-        if self.work_done <= 0:
-            return None
-        remaining = steps_left_here * _work(self.scales[scale_index]) + sum(
-            s.steps * _work(s) for s in self.scales[scale_index + 1 :]
-        )
-        return elapsed / self.work_done * remaining
-
-
-def _work(scale: Scale) -> float:
-    return float(scale.width * scale.height)
-
-
-def _load_style(source: StyleSource) -> StyleImage:
-    if source.name is not None:
-        name = styles.get(source.name).name  # canonical, or InputError with a suggestion
-        return StyleImage(styles.image(name), source.weight, name)
-    assert source.image is not None
-    return StyleImage(images.decode(source.image), source.weight, source.key)
 
 
 def _resize(img: Image.Image, width: int, height: int) -> Image.Image:
     if img.size == (width, height):
         return img
     return img.resize((width, height), Image.Resampling.LANCZOS)
-
-
-def style_dims(img: Image.Image, scale: Scale) -> tuple[int, int]:
-    """The style's size at this scale: its own aspect, the same area as the content.
-
-    Each side is at least the schedule's MIN_SIDE, so that relu5_1 is never empty.
-    """
-    w, h = img.size
-    factor = (scale.width * scale.height / (w * h)) ** 0.5
-    return max(MIN_SIDE, round(w * factor)), max(MIN_SIDE, round(h * factor))
 
 
 def _style_grams(
@@ -127,18 +72,6 @@ def _style_grams(
     return grams
 
 
-def to_image(x: torch.Tensor, colour: torch.Tensor | None) -> Image.Image:
-    """The Caffe-space image as RGB; with `colour` (same size), its luminance on that chroma."""
-    rgb = deprocess(x.detach()).clamp(0.0, 1.0)
-    if colour is not None:
-        rgb = with_chroma_of(rgb, colour)
-    return images.from_tensor(rgb.float().cpu())
-
-
-def _preview(img: Image.Image) -> bytes:
-    return images.encode(images.fit_long_side(img, PREVIEW_SIDE), "JPEG", quality=PREVIEW_QUALITY)
-
-
 def _is_out_of_memory(exc: BaseException) -> bool:
     # the CPU allocator's failure is a plain RuntimeError
     return isinstance(exc, torch.OutOfMemoryError) or (
@@ -151,30 +84,6 @@ def _release_memory(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-
-
-@dataclass
-class _Prepared:
-    """A request decoded and planned, before it paints."""
-
-    request: StyleRequest
-    content: Image.Image
-    styles: list[StyleImage]
-    scales: list[Scale]
-    init: Image.Image | None
-
-
-def _prepare(request: StyleRequest) -> _Prepared:
-    content = images.decode(request.content)
-    style_list = [_load_style(s) for s in request.styles]
-    scales = plan(*content.size, request.size, request.quality, request.iterations)
-    init = None
-    if request.init is not None:
-        init = images.decode(request.init)
-        # only the scales finer than the starting image: its coarse structure is there already
-        finer = [s for s in scales if max(s.width, s.height) > max(init.size)]
-        scales = finer or scales[-1:]
-    return _Prepared(request, content, style_list, scales, init)
 
 
 def _result(x: torch.Tensor, colour: torch.Tensor | None, job: PaintJob, dev) -> Result:
@@ -202,7 +111,7 @@ def _result(x: torch.Tensor, colour: torch.Tensor | None, job: PaintJob, dev) ->
         timelapse=animation,
         timelapse_frames=frame_count,
         inputs=(
-            _input_copies(job.content, job.styles, out.size)
+            input_copies(job.content, job.styles, out.size)
             if job.request is not None and job.request.input_copies
             else ()
         ),
@@ -259,10 +168,10 @@ def stylize_batch(
     started = time.monotonic()
     dev = pick_device(device)
     outcomes: list[Result | Exception | None] = [None] * count
-    groups: dict[tuple, list[tuple[int, _Prepared]]] = {}
+    groups: dict[tuple, list[tuple[int, Prepared]]] = {}
     for i, request in enumerate(requests):
         try:
-            prepared = _prepare(request)
+            prepared = prepare(request)
             bf16 = use_bf16(dev, request.precision)
         except (InputError, EngineError) as exc:
             outcomes[i] = exc
@@ -281,7 +190,7 @@ def stylize_batch(
                 on_progress=on_progress[i],
                 should_stop=should_stop[i],
                 on_snapshot=on_snapshot[i],
-                tracker=_Tracker(list(p.scales), started),
+                tracker=Tracker(list(p.scales), started),
                 init=p.init,
                 frames=[] if p.request.timelapse else None,
                 frame_every=timelapse.frame_interval(sum(s.steps for s in p.scales)),
@@ -321,38 +230,6 @@ def stylize_batch(
     return outcomes  # type: ignore[return-value]
 
 
-@dataclass
-class PaintJob:
-    """One image being painted inside a batch: its inputs, callbacks and, at the end, outcome."""
-
-    content: Image.Image
-    styles: Sequence[StyleImage]
-    targets_fn: TargetsFn
-    preserve_colors: bool = False
-    seed: int = 0
-    on_progress: Callable[[Progress], None] | None = None
-    should_stop: Callable[[], bool] | None = None
-    on_snapshot: Callable[[int, Image.Image], None] | None = None
-    tracker: _Tracker | None = None
-    parts: dict[str, float] = field(default_factory=dict)
-    colour: torch.Tensor | None = None  # keep-colours: the photo whose chroma the output takes
-    x: torch.Tensor | None = None  # the final image, Caffe space, 1×3×H×W
-    error: Exception | None = None  # Cancelled or EngineError, if it stopped early
-    init: Image.Image | None = None  # start from this image rather than the noisy photo
-    frames: list[Image.Image] | None = None  # timelapse frames, when one was asked for
-    frame_every: int = 1
-    request: StyleRequest | None = None
-
-
-def _input_copies(
-    content: Image.Image, style_list: Sequence[StyleImage], size: tuple[int, int]
-) -> tuple[bytes, ...]:
-    """The photo and every style image (not built-ins or keyed ones) as PNGs at the long side."""
-    long_side = max(size)
-    pictures = [content] + [s.image for s in style_list if s.builtin is None]
-    return tuple(images.encode(images.fit_long_side(p, long_side), "PNG") for p in pictures)
-
-
 def paint(
     model: VGGFeatures,
     content: Image.Image,
@@ -385,7 +262,7 @@ def paint(
         on_progress=on_progress,
         should_stop=should_stop,
         on_snapshot=on_snapshot,
-        tracker=_Tracker(list(scales), started if started is not None else time.monotonic()),
+        tracker=Tracker(list(scales), started if started is not None else time.monotonic()),
     )
     paint_jobs(
         model, [job], scales, preview_interval=preview_interval, snapshot_every=snapshot_every,
@@ -437,7 +314,7 @@ def paint_jobs(
     low, high = caffe_range(device)
     live = list(jobs)
     for job in live:
-        job.tracker = job.tracker or _Tracker(list(scales), time.monotonic())
+        job.tracker = job.tracker or Tracker(list(scales), time.monotonic())
         job.tracker.last_preview = job.tracker.started
     x: torch.Tensor | None = None  # the live jobs' images, N×3×H×W, Caffe space
 
@@ -508,8 +385,8 @@ def paint_jobs(
                 if not all(v == v for v in row):  # NaN: the optimisation blew up
                     diverged[i] = EngineError("The optimisation diverged; try a lower strength.")
                     continue
-                _publish(job, x[i : i + 1], index, scale, local_step, preview_interval,
-                         snapshot_every)  # fmt: skip
+                publish(job, x[i : i + 1], index, scale, local_step, preview_interval,
+                        snapshot_every)  # fmt: skip
             drop(diverged)
             if not live:
                 return
@@ -532,58 +409,3 @@ def _first_image(job: PaintJob, start: torch.Tensor, scale: Scale) -> torch.Tens
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
     """N×C×H×W with N×H×W×C storage (so each image's pixels are one contiguous row)."""
     return x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
-
-
-def _publish(
-    job: PaintJob,
-    x: torch.Tensor,
-    index: int,
-    scale: Scale,
-    local_step: int,
-    preview_interval: float | None,
-    snapshot_every: int | None,
-) -> None:
-    """Count the step for `job` and send its progress, preview and snapshot when due."""
-    tracker = job.tracker
-    assert tracker is not None
-    tracker.step += 1
-    tracker.work_done += _work(scale)
-    last_here = local_step == scale.steps - 1
-    snapshot = (
-        job.on_snapshot is not None and snapshot_every and tracker.step % snapshot_every == 0
-    )
-    # a timelapse frame (the result itself is added as the last one at the end)
-    frame = (
-        job.frames is not None
-        and tracker.step % job.frame_every == 0
-        and tracker.step < tracker.total_steps
-    )
-    if job.on_progress is None and not snapshot and not frame:
-        return  # nothing to publish: no image conversion either
-    now = time.monotonic()
-    want_preview = job.on_progress is not None and (
-        last_here
-        or (preview_interval is not None and now - tracker.last_preview >= preview_interval)
-    )
-    image = to_image(x, job.colour) if (snapshot or want_preview or frame) else None
-    if frame and image is not None and job.frames is not None:
-        job.frames.append(image)
-    if snapshot and image is not None and job.on_snapshot is not None:
-        job.on_snapshot(tracker.step, image)
-    preview = None
-    if want_preview and image is not None:
-        preview = _preview(image)
-        tracker.last_preview = now
-    if job.on_progress is not None:
-        job.on_progress(
-            Progress(
-                scale=index + 1,
-                scales=len(tracker.scales),
-                step=tracker.step,
-                total_steps=tracker.total_steps,
-                elapsed=now - tracker.started,
-                eta=tracker.eta(index, scale.steps - local_step - 1),
-                losses=dict(job.parts),
-                preview=preview,
-            )
-        )

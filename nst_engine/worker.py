@@ -10,20 +10,28 @@ child to parent, is tuples of plain data:
     ("done", seq, Result)
     ("error", seq, kind, message)        kind is one of ERROR_KINDS
 
-and parent to child `("job", seq, StyleRequest)`; the parent closing its end means "exit". `seq`
-numbers one attempt of one job. A shared int64 holds the seq the parent wants stopped, so a stop
+and parent to child `("job", seq, StyleRequest, lane)`; the parent closing its end means "exit".
+`seq` numbers one attempt of one job; `lane` is which of the worker's `lanes` (its batch places)
+the job holds. A shared int64 per lane holds the seq the parent wants stopped there, so a stop
 request can never hit a later job by mistake.
+
+A worker with several lanes gathers the jobs waiting in its pipe and paints the oldest one with
+every waiting job that shares its schedule (`batch_key`) as one `stylize_batch`. A job that is
+stopped leaves the batch at its next step and is reported then, not when the batch ends; one
+stopped while it waits for a batch to end is reported at the batch's next step.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -33,6 +41,8 @@ log = logging.getLogger(__name__)
 
 # Progress events per second that cross the pipe (previews and scale ends always do).
 PROGRESS_INTERVAL = 0.25
+# Seconds a worker with free lanes waits, after a job arrives, for batch-mates still on the way.
+GATHER_WINDOW = 0.02
 
 ERROR_KINDS: dict[str, type[Exception]] = {
     "input": InputError,
@@ -90,74 +100,216 @@ def setup_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def report_devices(conn: Connection) -> None:
-    """Child entry point: send the devices a pool should use (every CUDA device, else the CPU)."""
-    import torch
+@dataclass(frozen=True)
+class WorkerSetup:
+    """What a pool worker process is started with (besides its pipes and stop flags)."""
 
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    conn.send([f"cuda:{i}" for i in range(count)] or ["cpu"])
-    conn.close()
+    index: int
+    device: str
+    threads: int
+    lanes: int  # jobs it may paint at once, as one batch
+    nice: int  # added to its CPU niceness: painters yield the CPU to the bot
+    preview_interval: float
+    log_level: int
 
 
-def serve(
-    index: int,
-    device_name: str,
-    threads: int,
-    commands: Connection,
-    events: Connection,
-    stop: Any,
-    preview_interval: float,
-    log_level: int,
-) -> None:
-    """Child entry point: load the model on `device_name`, report ready, run jobs until EOF.
+@dataclass
+class _Queued:
+    """A job attempt this worker has received and not yet painted."""
 
-    `stop` is a shared int64 (multiprocessing.RawValue): a job with that seq stops at its next
-    step. A worker whose parent has gone stops its job too and exits.
+    seq: int
+    request: StyleRequest
+    lane: int
+    key: Hashable
+
+
+def batch_key(request: StyleRequest) -> Hashable:
+    """Jobs with equal keys have one schedule, so they can paint as one batch.
+
+    From the image header (size before EXIF rotation: a rotated photo may paint after its
+    batch-mates rather than with them) and the preset. A job whose photo or style is bad, or
+    that starts from an init image, gets a key of its own: it runs, and fails, alone.
+    """
+    from . import images, schedule, styles
+
+    if request.init is not None:
+        return object()
+    try:
+        for source in request.styles:
+            if source.name is not None:
+                styles.get(source.name)
+        info = images.probe(request.content)
+        scales = schedule.plan(
+            info.width, info.height, request.size, request.quality, request.iterations
+        )
+    except StyleBotError:
+        return object()
+    return (tuple(scales), request.precision or "auto")
+
+
+def serve(setup: WorkerSetup, commands: Connection, events: Connection, stops: Any) -> None:
+    """Child entry point: load the model on the device, report ready, run jobs until EOF.
+
+    `stops` holds an int64 per lane (multiprocessing.RawArray): the job with that seq in that
+    lane stops at its next step. A worker whose parent has gone stops its jobs too and exits.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     logging.basicConfig(
-        level=log_level,
-        format=f"%(asctime)s %(levelname)s [worker {index}, pid {os.getpid()}] %(message)s",
+        level=setup.log_level,
+        format=f"%(asctime)s %(levelname)s [worker {setup.index}, pid {os.getpid()}] %(message)s",
     )
     parent_pid = os.getppid()
     try:
-        setup_threads(threads)
+        if setup.nice:
+            os.nice(setup.nice)
+        setup_threads(setup.threads)
         from . import transfer, vgg
 
-        device = vgg.pick_device(device_name)
+        device = vgg.pick_device(setup.device)
         vgg.load_model(device)
     except Exception as exc:
         if isinstance(exc, StyleBotError):
-            log.error("could not start on %s: %s", device_name, exc)
+            log.error("could not start on %s: %s", setup.device, exc)
         else:
-            log.exception("could not start on %s", device_name)
+            log.exception("could not start on %s", setup.device)
         events.send(("failed", _message(exc)))
         sys.exit(1)
-    log.info("ready on %s with %d thread(s)", device, threads)
+    log.info("ready on %s with %d thread(s), %d lane(s)", device, setup.threads, setup.lanes)
     events.send(("ready", str(device)))
 
-    while True:
-        try:
-            _, seq, request = commands.recv()
-        except EOFError:
-            break
-
-        def should_stop(seq: int = seq) -> bool:
-            return stop.value == seq or os.getppid() != parent_pid
-
-        try:
-            events.send(
-                run_job(request, seq, device, preview_interval, should_stop, events.send, transfer)
-            )
-        except BrokenPipeError:
-            break  # the parent has gone
-        if os.getppid() != parent_pid:
-            break
+    inbox = _Inbox(commands, events.send, stops, setup.lanes, parent_pid)
+    try:
+        while True:
+            batch = inbox.next_batch()
+            for message in run_batch(
+                [(job.seq, job.request) for job in batch],
+                device,
+                setup.preview_interval,
+                [functools.partial(inbox.should_stop, job, tend=True) for job in batch],
+                events.send,
+                transfer,
+            ):
+                events.send(message)
+            if os.getppid() != parent_pid:
+                break
+    except (EOFError, BrokenPipeError):
+        pass  # the parent closed the pipe, or has gone
     log.info("exiting")
     logging.shutdown()
     events.close()
     # Skip interpreter teardown (a second or more with torch loaded): nothing is left to flush.
     os._exit(0)
+
+
+class _Inbox:
+    """The jobs sent to this worker that are not painting yet; stopped ones end here at once."""
+
+    def __init__(
+        self,
+        commands: Connection,
+        send: Callable[[tuple], None],
+        stops: Any,
+        lanes: int,
+        parent_pid: int,
+    ) -> None:
+        self._commands = commands
+        self._send = send
+        self._stops = stops
+        self._lanes = lanes
+        self._parent_pid = parent_pid
+        self._waiting: list[_Queued] = []
+        self._closed = False
+
+    def should_stop(self, job: _Queued, tend: bool = False) -> bool:
+        """Whether the parent wants `job` stopped (or has gone); with `tend`, first `tend()`."""
+        if tend:
+            self.tend()
+        return self._stops[job.lane] == job.seq or os.getppid() != self._parent_pid
+
+    def tend(self) -> None:
+        """Between a batch's steps: take in the jobs that arrived, and end those of them that
+        were stopped while they waited, so their lanes free up without waiting for the batch."""
+        try:
+            while not self._closed and self._commands.poll():
+                self._receive()
+        except EOFError:
+            self._closed = True  # the parent is closing; it stops the painting jobs itself
+        for job in [job for job in self._waiting if self.should_stop(job)]:
+            self._waiting.remove(job)
+            self._send(("error", job.seq, "cancelled", str(Cancelled())))
+
+    def next_batch(self) -> list[_Queued]:
+        """The oldest waiting job and its batch-mates (up to the lanes); blocks until a job
+        arrives when none waits. Raises EOFError once the parent has closed the pipe."""
+        self.tend()
+        if not self._waiting:
+            if self._closed:
+                raise EOFError
+            self._receive()
+        while len(self._waiting) < self._lanes and self._commands.poll(GATHER_WINDOW):
+            self._receive()
+        key = self._waiting[0].key
+        batch = [job for job in self._waiting if job.key == key][: self._lanes]
+        self._waiting = [job for job in self._waiting if job not in batch]
+        return batch
+
+    def _receive(self) -> None:
+        _, seq, request, lane = self._commands.recv()
+        key = batch_key(request) if self._lanes > 1 else seq
+        self._waiting.append(_Queued(seq, request, lane, key))
+
+
+def run_batch(
+    jobs: Sequence[tuple[int, StyleRequest]],
+    device: Any,
+    preview_interval: float,
+    should_stop: Sequence[Callable[[], bool]],
+    send: Callable[[tuple], None],
+    transfer: Any,
+) -> list[tuple]:
+    """Paint (seq, request) jobs as one stylize_batch; `send` their progress, and a stopped
+    job's end as soon as it leaves the batch; return the messages that end the others."""
+    throttles = [
+        ProgressThrottle(functools.partial(_send_progress, send, seq), PROGRESS_INTERVAL)
+        for seq, _ in jobs
+    ]
+    stopped: set[int] = set()
+
+    def stop_check(seq: int, check: Callable[[], bool]) -> bool:
+        if seq not in stopped and check():
+            stopped.add(seq)  # it leaves the batch at this step, as Cancelled
+            send(("error", seq, "cancelled", str(Cancelled())))
+        return seq in stopped
+
+    stops = [
+        functools.partial(stop_check, seq, check)
+        for (seq, _), check in zip(jobs, should_stop, strict=True)
+    ]
+    try:
+        outcomes = transfer.stylize_batch(
+            [request for _, request in jobs],
+            device=device,
+            on_progress=throttles,
+            should_stop=stops,
+            preview_interval=preview_interval,
+        )
+    except Exception as exc:  # the whole batch failed: every job gets the error
+        outcomes = [exc] * len(jobs)
+        _note_failure(exc, device, [seq for seq, _ in jobs])
+    messages = []
+    for (seq, _), throttle, outcome in zip(jobs, throttles, outcomes, strict=True):
+        if seq in stopped:
+            continue
+        if isinstance(outcome, Exception):
+            messages.append(_error(seq, outcome))
+        else:
+            throttle.flush()
+            messages.append(("done", seq, outcome))
+    return messages
+
+
+def _send_progress(send: Callable[[tuple], None], seq: int, event: Progress) -> None:
+    send(("progress", seq, event))
 
 
 def run_job(
@@ -171,11 +323,10 @@ def run_job(
 ) -> tuple:
     """Run one job attempt, `send` its throttled progress messages, return the one that ends it.
 
-    Shared by pool workers and Ray painters, so both speak the same messages.
+    Ray painters run their jobs with this, pool workers with `run_batch`: both speak the same
+    messages.
     """
-    import torch
-
-    throttle = ProgressThrottle(lambda p: send(("progress", seq, p)), PROGRESS_INTERVAL)
+    throttle = ProgressThrottle(functools.partial(_send_progress, send, seq), PROGRESS_INTERVAL)
     try:
         result = transfer.stylize(
             request,
@@ -184,23 +335,39 @@ def run_job(
             should_stop=should_stop,
             preview_interval=preview_interval,
         )
-    except InputError as exc:
-        return ("error", seq, "input", str(exc))
-    except Cancelled as exc:
-        return ("error", seq, "cancelled", str(exc))
-    except EngineError as exc:
-        log.warning("seq %d: %s", seq, exc)
-        return ("error", seq, "engine", str(exc))
-    except (MemoryError, torch.OutOfMemoryError):
-        log.warning("seq %d: out of memory", seq)
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        return ("error", seq, "engine", "The painter ran out of memory; try a smaller size.")
     except Exception as exc:
-        log.exception("seq %d failed", seq)
-        return ("error", seq, "engine", _message(exc))
+        _note_failure(exc, device, [seq])
+        return _error(seq, exc)
     throttle.flush()
     return ("done", seq, result)
+
+
+def _note_failure(exc: Exception, device: Any, seqs: list[int]) -> None:
+    """Log an exception that escaped the engine; after running out of memory, free the cache."""
+    import torch
+
+    if isinstance(exc, MemoryError | torch.OutOfMemoryError):
+        log.warning("seq %s: out of memory", seqs)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    elif not isinstance(exc, StyleBotError):
+        log.error("seq %s failed", seqs, exc_info=exc)
+
+
+def _error(seq: int, exc: Exception) -> tuple:
+    """The message that ends job attempt `seq` with `exc`."""
+    import torch
+
+    if isinstance(exc, InputError):
+        return ("error", seq, "input", str(exc))
+    if isinstance(exc, Cancelled):
+        return ("error", seq, "cancelled", str(exc))
+    if isinstance(exc, EngineError):
+        log.warning("seq %d: %s", seq, exc)
+        return ("error", seq, "engine", str(exc))
+    if isinstance(exc, MemoryError | torch.OutOfMemoryError):
+        return ("error", seq, "engine", "The painter ran out of memory; try a smaller size.")
+    return ("error", seq, "engine", _message(exc))
 
 
 def _message(exc: Exception) -> str:

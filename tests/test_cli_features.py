@@ -40,18 +40,18 @@ def _steps(stdout: str) -> int:
 def test_init_paints_a_bigger_version_with_only_the_fine_scale(tmp_path: Path) -> None:
     small, big, fresh = tmp_path / "small.png", tmp_path / "big.png", tmp_path / "fresh.png"
     common = ["stylize", PHOTO, "-s", "udnie", "--quality", "draft", "--device", "cpu"]
-    first = nst(*common, "--size", "128", "--iterations", "3", "-o", str(small))
+    first = nst(*common, "--size", "96", "--iterations", "3", "-o", str(small))
     assert first.returncode == 0, first.stderr
-    bigger = nst(*common, "--size", "256", "--iterations", "9", "--init", str(small), "-o", big)
+    bigger = nst(*common, "--size", "192", "--iterations", "9", "--init", str(small), "-o", big)
     assert bigger.returncode == 0, bigger.stderr
-    anew = nst(*common, "--size", "256", "--iterations", "9", "-o", str(fresh))
+    anew = nst(*common, "--size", "192", "--iterations", "9", "-o", str(fresh))
     assert anew.returncode == 0, anew.stderr
     result = images.decode(big.read_bytes())
-    assert result.size == (256, 170)
-    # 9 draft steps at 256 px are shared out between 128 px and 256 px; from a 128 px start only
-    # the 256 px share runs
-    coarse, fine = plan(*result.size, 256, "draft", 9)
-    assert coarse.width == 128 and fine.width == 256
+    assert result.size == (192, 128)
+    # 9 draft steps at 192 px are shared out between 96 px and 192 px; from a 96 px start only
+    # the 192 px share runs
+    coarse, fine = plan(*result.size, 192, "draft", 9)
+    assert coarse.width == 96 and fine.width == 192
     assert _steps(bigger.stdout) == fine.steps < _steps(anew.stdout) == 9
     # it starts from the small result: closer to it than a fresh painting is
     upsampled = np.asarray(images.decode(small.read_bytes()).resize(result.size), np.float32)
@@ -72,7 +72,7 @@ def test_timelapse_writes_an_animation_ending_on_the_result(tmp_path: Path) -> N
     for name in ("forming.webp", "forming.gif"):
         animation = tmp_path / name
         run = nst(
-            "stylize", PHOTO, "-s", "udnie", "--size", "64", "--iterations", "24",
+            "stylize", PHOTO, "-s", "udnie", "--size", "64", "--iterations", "10",
             "--device", "cpu", "-o", str(out), "--timelapse", str(animation),
         )  # fmt: skip
         assert run.returncode == 0, run.stderr

@@ -32,6 +32,7 @@ from tests.engines import (
     request,
     wait_no_child_processes,
 )
+from tests.loopback_watch import LoopbackWatch
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -51,14 +52,18 @@ def make_engine(kind: str) -> Any:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module", params=["pool", "ray"])
 async def engine(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
-    os.environ["DISCORD_TOKEN"] = TOKEN  # painters must not inherit it
-    try:
-        engine = make_engine(request.param)
-        await asyncio.wait_for(engine.wait_ready(), 2 * BOUND)
-    finally:
-        del os.environ["DISCORD_TOKEN"]
-    yield engine
-    await engine.close()
+    """The engine; Ray's (a one-machine cluster) has every socket watched for loopback."""
+    with LoopbackWatch() as watch:
+        os.environ["DISCORD_TOKEN"] = TOKEN  # painters must not inherit it
+        try:
+            engine = make_engine(request.param)
+            await asyncio.wait_for(engine.wait_ready(), 2 * BOUND)
+        finally:
+            del os.environ["DISCORD_TOKEN"]
+        yield engine
+        await engine.close()
+    if request.param == "ray":
+        watch.check([])
 
 
 async def idle(engine: Any) -> None:

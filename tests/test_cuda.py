@@ -99,7 +99,7 @@ async def pool() -> AsyncIterator[ProcessPoolEngine]:
 
 
 async def test_pool_runs_workers_per_gpu_side_by_side(pool: ProcessPoolEngine) -> None:
-    assert pool.stats().workers == 2 * torch.cuda.device_count()
+    assert pool.stats().painters == 2 * torch.cuda.device_count()
     jobs = [await pool.submit(request(30, seed=n)) for n in range(2)]
     results = [await outcome(job) for job in jobs]
     assert all(isinstance(r, Result) and r.device.startswith("cuda") for r in results)
@@ -132,3 +132,24 @@ async def test_cancel_and_timeout_on_the_gpu(pool: ProcessPoolEngine) -> None:
     assert isinstance(await outcome(slow), JobTimeout)
     quick = await pool.submit(request(5))
     assert isinstance(await outcome(quick), Result)
+
+
+async def test_a_gpu_worker_paints_waiting_jobs_as_one_batch() -> None:
+    async with ProcessPoolEngine(
+        devices=["cuda:0"], batch_max=4, job_timeout=BOUND, preview_interval=0.2
+    ) as engine:
+        assert engine.describe().endswith("batches of up to 4 jobs each")
+        blocker = await engine.submit(request(100_000, seed=99))
+        await asyncio.wait_for(first_event(blocker), BOUND)
+        requests = [request(30, seed=n) for n in range(3)]
+        jobs = [await engine.submit(r) for r in requests]  # they wait in the worker's lanes
+        await blocker.cancel()
+        results = [await outcome(job) for job in jobs]
+        assert isinstance(await outcome(blocker), Cancelled)
+    assert len({job.worker_pid for job in jobs}) == 1
+    for r, result in zip(requests, results, strict=True):
+        assert isinstance(result, Result) and result.device.startswith("cuda"), result
+        alone = stylize(r, device="cuda")
+        # batched and single convolutions round differently (bf16, or TF32 in fp32), and
+        # L-BFGS amplifies that over 30 steps; a job mixed up with a batch-mate is far off
+        assert result.losses["total"] == pytest.approx(alone.losses["total"], rel=0.1)

@@ -24,7 +24,8 @@ import pytest
 
 from nst_engine import pool as pool_module
 from nst_engine.api import EngineError, JobTimeout
-from nst_engine.pool import ProcessPoolEngine, plan_workers
+from nst_engine.placement import plan_workers
+from nst_engine.pool import ProcessPoolEngine
 from tests.engines import BOUND, LONG, TINY, first_event, outcome, request
 
 on_module_loop = pytest.mark.asyncio(loop_scope="module")

@@ -76,3 +76,16 @@ def test_bad_settings_are_typed_errors(monkeypatch: pytest.MonkeyPatch) -> None:
         precision.setting("half")
     with pytest.raises(InputError, match="Precision"):
         StyleRequest(content=b"x", styles=(StyleSource(name="udnie"),), precision="fp16")
+
+
+def test_without_cpuinfo_torchs_own_probe_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fallback asks torch.cpu (torch._C._cpu has no bf16 probe, so asking it always said
+    no): here it must agree with this machine's flags, and it follows torch's answer."""
+    flags = precision.cpu_flags()
+    if flags is not None:
+        assert precision._torch_says_native_bf16() is bool(precision.NATIVE_BF16_FLAGS & flags)
+    monkeypatch.setattr(precision, "cpu_flags", lambda: None)
+    for avx512_bf16, amx in ((True, False), (False, True), (False, False)):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert precision.cpu_has_native_bf16(capability="AVX512") is (avx512_bf16 or amx)

@@ -1,9 +1,10 @@
 """RayEngine on a real multi-node Ray cluster on this machine (ray.cluster_utils.Cluster).
 
-The cluster has a head that paints nothing (num_cpus=0) and two one-CPU worker nodes, so
-either worker node can be killed. It serves the whole module and is shut down at its end;
-each test connects its own engine (one Ray connection per process) and closes it. After the
-module no raylet, GCS or painter process of this process may be left.
+The cluster (on loopback, `ray_local.loopback_cluster`, its sockets watched) has a head that
+paints nothing (num_cpus=0) and two one-CPU worker nodes, so either worker node can be killed.
+It serves the whole module and is shut down at its end; each test connects its own engine (one
+Ray connection per process) and closes it. After the module no raylet, GCS or painter process of
+this process may be left.
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ from ray.cluster_utils import Cluster  # noqa: E402
 from bot.app import build_bot  # noqa: E402
 from bot.engine import describe_engine  # noqa: E402
 from bot.settings import Settings  # noqa: E402
-from nst_engine import images  # noqa: E402
+from nst_engine import images, ray_local  # noqa: E402
 from nst_engine.ray_engine import PainterSpec, RayEngine, painter_spec  # noqa: E402
 from tests.engines import BOUND, SHORT, outcome, request, wait_no_child_processes  # noqa: E402
 from tests.fakecord import FakeDiscord, Message  # noqa: E402
+from tests.loopback_watch import LoopbackWatch  # noqa: E402
 
 on_module_loop = pytest.mark.asyncio(loop_scope="module")
 
@@ -78,19 +80,19 @@ def test_engine_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPat
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={"num_cpus": 0, "include_dashboard": False, "_system_config": HEAD_CONFIG},
-    )
-    try:
-        for _ in range(2):
-            cluster.add_node(num_cpus=1)
-        yield cluster
-    finally:
-        if ray.is_initialized():
-            ray.shutdown()
-        cluster.shutdown()
-        assert wait_no_child_processes() == [], "the cluster left processes behind"
+    """The cluster, on loopback; every socket of its processes is watched while it lives."""
+    with LoopbackWatch() as watch:
+        cluster = ray_local.loopback_cluster(num_cpus=0, _system_config=HEAD_CONFIG)
+        try:
+            for _ in range(2):
+                cluster.add_node(num_cpus=1)
+            yield cluster
+        finally:
+            if ray.is_initialized():
+                ray.shutdown()
+            cluster.shutdown()
+            assert wait_no_child_processes() == [], "the cluster left processes behind"
+    watch.check([])
 
 
 @pytest_asyncio.fixture(loop_scope="module")

@@ -12,10 +12,11 @@ from PIL import Image
 from nst_engine import images, styles
 from nst_engine.api import Cancelled, InputError, Progress, StyleRequest, StyleSource
 from nst_engine.color import rgb_to_ycbcr
+from nst_engine.inputs import StyleImage
 from nst_engine.losses import STYLE_SCALE, blend_styles, gram, make_targets, tv_loss
 from nst_engine.schedule import plan
 from nst_engine.targets import TargetCache
-from nst_engine.transfer import StyleImage, paint, stylize
+from nst_engine.transfer import paint, stylize
 from nst_engine.vgg import STYLE_LAYERS, deprocess, load_model
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
