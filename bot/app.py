@@ -18,7 +18,7 @@ from bot.errors import friendly
 from bot.health import Heartbeat, heartbeat_path
 from bot.history import HistoryCog
 from bot.journal import Journal
-from bot.lag import LagMonitor
+from bot.lag import LagMonitor, settle
 from bot.lifecycle import Lifecycle
 from bot.settings import Settings
 from bot.studio import Studio
@@ -91,6 +91,7 @@ class StyleBot(commands.Bot):
         resumed = await self.lifecycle.resume()
         if resumed:
             log.info("resumed %d unfinished job(s) from the journal", resumed)
+        settle()
         log.info("ready to paint with %d job slot(s)", slots)
 
     async def on_ready(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import threading
@@ -12,7 +13,7 @@ import time
 import pytest
 
 from bot.__main__ import log_in_background
-from bot.lag import SLOW_CALLBACK, LagMonitor
+from bot.lag import SLOW_CALLBACK, LagMonitor, settle
 
 
 def test_the_lag_distribution_is_kept_in_millisecond_bins() -> None:
@@ -26,6 +27,19 @@ def test_the_lag_distribution_is_kept_in_millisecond_bins() -> None:
     assert "p99 31 ms" in monitor.summary()
     monitor.reset()
     assert monitor.ticks == 0 and monitor.max_lag == 0.0
+
+
+def test_after_settling_a_full_collection_skips_what_the_start_made() -> None:
+    started = [[i] for i in range(1000)]  # stand-ins for the start's long-lived objects
+    for _ in range(3):
+        gc.collect()  # now they are in the oldest generation, which a full collection walks
+    assert any(o is started[0] for o in gc.get_objects(generation=2))
+    try:
+        settle()
+        assert gc.get_freeze_count() >= len(started)
+        assert not any(o is started[0] for o in gc.get_objects(generation=2))
+    finally:
+        gc.unfreeze()
 
 
 async def test_slow_callbacks_are_logged_when_asked(caplog: pytest.LogCaptureFixture) -> None:
