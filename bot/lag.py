@@ -17,10 +17,10 @@ BINS = 1000  # 1 ms bins; lateness of a second or more shares the last one
 
 
 def settle() -> None:
-    """Once the bot has started: collect the start's garbage, then move every object alive to
-    the permanent generation, so a full collection later walks only what the bot made since
-    (over the ~60k objects of discord.py and Pillow, one takes tens of ms, all on the loop)."""
-    gc.collect()
+    """Once the bot has started: move every object alive to the permanent generation, so a full
+    collection later walks only what the bot made since (over the ~60k objects of discord.py
+    and Pillow, one takes tens of ms, all on the loop). No collection first: that would be
+    such a pause itself; what little garbage the start left stays."""
     gc.freeze()
 
 
@@ -31,6 +31,7 @@ class LagMonitor:
         self.tick = tick
         self.slow_callbacks = slow_callbacks
         self.max_lag = 0.0
+        self.max_at = 0.0  # time.time() when the largest lag ended
         self._bins = [0] * BINS
         self._task: asyncio.Task[None] | None = None
 
@@ -43,12 +44,13 @@ class LagMonitor:
             self._task = asyncio.create_task(self._watch(), name="stylebot-lag-monitor")
 
     def reset(self) -> None:
-        self.max_lag = 0.0
+        self.max_lag = self.max_at = 0.0
         self._bins = [0] * BINS
 
     def record(self, lag: float) -> None:
         """Count one tick that woke `lag` seconds late."""
-        self.max_lag = max(self.max_lag, lag)
+        if lag > self.max_lag:
+            self.max_lag, self.max_at = lag, time.time()
         self._bins[min(BINS - 1, max(0, int(lag * 1000)))] += 1
 
     @property
@@ -70,10 +72,11 @@ class LagMonitor:
 
     def summary(self) -> str:
         """The distribution in one line, for the log."""
+        at = time.strftime("%H:%M:%S", time.localtime(self.max_at))
         return (
             f"event-loop lag p50 {self.percentile(50) * 1000:.0f} ms, "
             f"p99 {self.percentile(99) * 1000:.0f} ms, p99.9 {self.percentile(99.9) * 1000:.0f} "
-            f"ms over {self.ticks} ticks of {self.tick * 1000:.0f} ms"
+            f"ms over {self.ticks} ticks of {self.tick * 1000:.0f} ms; the largest ended at {at}"
         )
 
     async def _watch(self) -> None:
