@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -70,6 +71,25 @@ async def test_ending_a_job_removes_its_files_off_the_event_loop(
     assert removed_in and threading.main_thread() not in removed_in
     assert not (tmp_path / "jobs" / "e1").exists()
     assert job.state == journal.DELIVERED and j.get("e1").result_id == 5  # type: ignore[union-attr]
+
+
+def test_only_a_job_s_end_checkpoints_the_database(tmp_path: Path) -> None:
+    """A checkpoint fsyncs: the writes the bot makes on its event loop never run one (SQLite's
+    default runs one in whichever commit finds 1000 pages in the WAL); `end` does."""
+    j = Journal(tmp_path)
+    job = make_job("w1")
+    j.add(job, b"p")
+    wal = tmp_path / "stylebot.db-wal"
+    page = j._rows("PRAGMA page_size")[0][0]
+    for status in range(1500):  # each commit appends at least one page to the WAL
+        j.update(job, status_id=status)
+    assert wal.stat().st_size > 1200 * page  # no checkpoint reset it along the way
+    j.end(job, journal.DELIVERED)
+    alone = tmp_path / "copy" / "stylebot.db"  # the database file without its WAL
+    alone.parent.mkdir()
+    shutil.copyfile(tmp_path / "stylebot.db", alone)
+    with contextlib.closing(sqlite3.connect(alone)) as db:
+        assert db.execute("SELECT state FROM jobs WHERE id = 'w1'").fetchall() == [("delivered",)]
 
 
 def test_unfinished_jobs_come_back_in_their_original_order(tmp_path: Path) -> None:
