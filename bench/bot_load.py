@@ -1,7 +1,7 @@
 """Load bench: N simulated users x M tiny draft jobs against the real bot, on Discord's budget.
 
     python -m bench.bot_load [--users 50] [--jobs 3] [--channels 1] [--size 64]
-                             [--iterations 6] [--workers N] [--in-process]
+                             [--iterations 6] [--workers N] [--in-process] [--loop-debug]
 
 Runs on fakecord (the local Discord in tests/fakecord) at Discord's own rate limits (5 message
 creates+edits per 5 s per channel, 50 requests/s in all). By default the bot runs in its own
@@ -11,7 +11,9 @@ duplicated jobs; p50/p99 time to the first visible answer (a reply to the comman
 reaction on it, or a bot message whose text carries the command's jump link, such as a queue
 board) and to the result; the total painting time (from the bot's log) and what Discord's
 budget needs for the results alone, against the wall time; the largest event-loop lag the bot
-saw; fairness (the order users got their k-th result); and the traffic.
+saw and its distribution; fairness (the order users got their k-th result); and the traffic.
+With --loop-debug the bot runs its loop in asyncio's debug mode (STYLEBOT_LOOP_DEBUG) and the
+slowest callbacks it logged are listed (debug mode itself slows the loop: measure lag without it).
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "chelsea.png"
 PAINTED = re.compile(r"job \w+: painted in ([0-9.]+) s")
 LAG = re.compile(r"largest event-loop lag: (\d+) ms")
+LAG_SPREAD = re.compile(r"event-loop lag (p50 .*)")
+SLOW = re.compile(r"Executing (.+?) took ([0-9.]+) seconds")
+CORO = re.compile(r"coro=<(\S+?)\(\)")
 REACTION = re.compile(r"/channels/\d+/messages/(\d+)/reactions/")
 JUMP = re.compile(r"https://discord\.com/channels/\d+/\d+/(\d+)")
 
@@ -163,6 +168,8 @@ async def run(args: argparse.Namespace) -> int:
     }
     if args.workers:
         settings["STYLEBOT_WORKERS"] = str(args.workers)
+    if args.loop_debug:
+        settings["STYLEBOT_LOOP_DEBUG"] = "true"
     bot = Bot(settings, args.in_process)
     async with FakeDiscord() as fake:
         settings["STYLEBOT_DOWNLOAD_HOSTS"] = fake.url  # its CDN: scheme, host and port
@@ -296,7 +303,13 @@ def report(
             f"result       p50 {percentile(done, 50):.1f} s, p99 {percentile(done, 99):.1f} s, "
             f"mean {statistics.fmean(done):.1f} s"
         )
-    print(f"largest event-loop lag in the bot: {lag[-1] if lag else '?'} ms")
+    spread = LAG_SPREAD.findall(bot_log)
+    print(
+        f"largest event-loop lag in the bot: {lag[-1] if lag else '?'} ms"
+        + (f" ({spread[-1]})" if spread else "")
+    )
+    if args.loop_debug:
+        slowest(bot_log)
     print(f"fairness: {overtakes(completions, args.users)} overtakes (0 = strict round-robin)")
     statuses = [r.status for r in requests]
     posts = sum(1 for r in requests if r.method == "POST" and r.route.endswith("/messages"))
@@ -307,6 +320,23 @@ def report(
     )
     for job in lost[:10]:
         print(f"lost: user{job.user:02d} job {job.index}: {job.message.content!r}")
+
+
+def slowest(bot_log: str, top: int = 10) -> None:
+    """The callbacks that held the bot's loop longest (asyncio debug mode's log), grouped by
+    coroutine or callback: how often, the longest, the total."""
+    steps: dict[str, list[float]] = {}
+    for what, seconds in SLOW.findall(bot_log):
+        coro = CORO.search(what)
+        key = coro[1] if coro else re.sub(r" at 0x[0-9a-f]+|when=[0-9.]+ ", "", what)[:120]
+        steps.setdefault(key, []).append(float(seconds))
+    print(f"slow callbacks (>= 20 ms): {sum(map(len, steps.values()))}")
+    ranked = sorted(steps.items(), key=lambda kv: max(kv[1]), reverse=True)
+    for key, took in ranked[:top]:
+        print(
+            f"  {max(took) * 1000:6.0f} ms max, {len(took):4d}x, {sum(took) * 1000:7.0f} ms "
+            f"total: {key}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -320,6 +350,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for all")
     parser.add_argument(
         "--in-process", action="store_true", help="run the bot in this process (not as deployed)"
+    )
+    parser.add_argument(
+        "--loop-debug",
+        action="store_true",
+        help="list the bot's slowest event-loop callbacks (asyncio debug mode)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import queue
 import signal
 import sys
+from logging.handlers import QueueHandler, QueueListener
 
 import discord
 from pydantic import ValidationError
@@ -64,6 +66,17 @@ def _stop(bot: discord.Client, sig: signal.Signals) -> None:
         asyncio.get_running_loop().create_task(bot.close())
 
 
+def log_in_background() -> QueueListener:
+    """Hand what the root logger writes to a thread of its own: a write to a busy disk or a full
+    pipe then holds that thread, never the event loop. Stop the returned listener at exit."""
+    root = logging.getLogger()
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    listener = QueueListener(records, *root.handlers, respect_handler_level=True)
+    root.handlers = [QueueHandler(records)]
+    listener.start()
+    return listener
+
+
 def report(exc: ValidationError) -> None:
     """One line per bad setting, named as the user wrote it."""
     for error in exc.errors():
@@ -109,10 +122,13 @@ def main(argv: list[str] | None = None) -> int:
         print(NO_TOKEN, file=sys.stderr)
         return 2
     discord.utils.setup_logging(level=getattr(logging, settings.log_level), root=True)
+    listener = log_in_background()
     try:
         return asyncio.run(serve(settings))
     except KeyboardInterrupt:
         return 130
+    finally:
+        listener.stop()  # writes out what is still queued
 
 
 if __name__ == "__main__":

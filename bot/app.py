@@ -18,7 +18,7 @@ from bot.errors import friendly
 from bot.health import Heartbeat, heartbeat_path
 from bot.history import HistoryCog
 from bot.journal import Journal
-from bot.lag import LagMonitor
+from bot.lag import LagMonitor, settle
 from bot.lifecycle import Lifecycle
 from bot.settings import Settings
 from bot.studio import Studio
@@ -59,7 +59,7 @@ class StyleBot(commands.Bot):
         self.settings = settings
         self.engine = engine
         self._owns_engine = engine is None
-        self.lag_monitor = LagMonitor()
+        self.lag_monitor = LagMonitor(slow_callbacks=settings.loop_debug)
         self.heartbeat = Heartbeat(
             heartbeat_path(settings.data_dir), lambda: self.is_ready() and not self.is_closed()
         )
@@ -91,6 +91,7 @@ class StyleBot(commands.Bot):
         resumed = await self.lifecycle.resume()
         if resumed:
             log.info("resumed %d unfinished job(s) from the journal", resumed)
+        settle()
         log.info("ready to paint with %d job slot(s)", slots)
 
     async def on_ready(self) -> None:
@@ -192,6 +193,7 @@ class StyleBot(commands.Bot):
                     self.journal.close()
                 await self.lag_monitor.stop()
                 log.info("largest event-loop lag: %.0f ms", self.lag_monitor.max_lag * 1000)
+                log.info("%s", self.lag_monitor.summary())
         await super().close()
 
 

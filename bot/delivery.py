@@ -246,7 +246,7 @@ class Delivery:
             await ending.end(self.journal, self.notices, job, journal.FAILED, text, error=repr(exc))
             return
         # the result is in the channel: if the journal cannot say so now, the look-back finds it
-        ending.record(self.journal, job, journal.DELIVERED, result_id=posted.id)
+        await ending.record(self.journal, job, journal.DELIVERED, result_id=posted.id)
         log.info("job %s: delivered as message %s", job.id, posted.id)
         await self.notices.delivered(job, posted.jump_url)
 

@@ -7,6 +7,7 @@ owner waiting for word. Must not touch the queue, the engine or the upload.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from bot.journal import Job, Journal
@@ -15,7 +16,7 @@ from bot.notices import Notices
 log = logging.getLogger(__name__)
 
 
-def record(
+async def record(
     journal: Journal,
     job: Job,
     state: str,
@@ -25,9 +26,10 @@ def record(
 ) -> bool:
     """Write the job's end (its state, error or result message) in one transaction; False when
     the journal failed. The job has ended either way; a record the journal never took is taken
-    up again at the next start."""
+    up again at the next start. It runs in a worker thread: removing the job's folder waits on
+    the disk, which the event loop must not."""
     try:
-        journal.end(job, state, error=error, result_id=result_id)
+        await asyncio.to_thread(journal.end, job, state, error=error, result_id=result_id)
     except Exception as exc:
         log.error("job %s: the journal could not record its end (%s): %r", job.id, state, exc)
         job.state = state
@@ -58,5 +60,5 @@ async def end(
     error: str | None = None,
 ) -> None:
     """Record the end of a job and tell its owner `text`."""
-    record(journal, job, state, error=error)
+    await record(journal, job, state, error=error)
     await notices.tell(job, text)

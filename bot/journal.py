@@ -11,7 +11,10 @@ The same database holds each server's own styles (`bot.server_styles`) and the r
 
 The database runs in WAL mode with `synchronous=NORMAL`: a committed transaction survives the
 process being killed at any moment (the OS holds the write); only a power cut may lose the last
-few commits, and even then the file stays consistent.
+few commits, and even then the file stays consistent. Checkpoints (copying the WAL into the
+database, with an fsync) are not left to whichever write crosses SQLite's threshold, which may be
+one the event loop makes: the journal's connection checkpoints when a job ends (`end`, which the
+bot runs in a worker thread).
 """
 
 from __future__ import annotations
@@ -157,6 +160,7 @@ class Journal:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.execute("PRAGMA wal_autocheckpoint=0")  # see the module's docstring
         self._db.executescript(SCHEMA)
         self.styles = ServerStyles(self.dir, self.dir / "stylebot.db")
         self.recipes = RecipeBook(self.dir / "stylebot.db", keep_days=keep_days)
@@ -244,12 +248,14 @@ class Journal:
         self, job: Job, state: str, error: str | None = None, result_id: int | None = None
     ) -> None:
         """Record how the job ended (with its result message, in the same transaction), then
-        delete its files."""
+        delete its files and checkpoint the database (both wait on the disk: call it off the
+        event loop)."""
         if state not in ENDED:
             raise ValueError(f"{state!r} is not an end state")
         result = {} if result_id is None else {"result_id": result_id}
         self.update(job, state=state, error=error, **result)
         shutil.rmtree(self.jobs_dir / job.id, ignore_errors=True)
+        self._execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def unfinished(self) -> list[Job]:
         """Every job not yet ended, oldest first."""

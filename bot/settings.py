@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     shutdown_grace: float = Field(default=20.0, ge=0)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    loop_debug: bool = False  # asyncio debug mode: log every step that holds the loop 20 ms+
 
     @field_validator("devices", "download_hosts", mode="before")
     @classmethod

@@ -289,7 +289,7 @@ class Studio:
         if self.scheduler.cancel_waiting(job):
             self.jobs.pop(job.id, None)
             self._ready.pop(job.id, None)
-            ending.record(self.journal, job, journal.CANCELLED)
+            await ending.record(self.journal, job, journal.CANCELLED)
             log.info("job %s: removed from the queue", job.id)
             text = f"🛑 Job `{job.id}` was cancelled before it started."
             self.notices.background(self.notices.tell(job, text))

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from bot import journal
+from bot import ending, journal
 from bot.journal import Job, Journal
 from bot.options import Options
 
@@ -47,6 +50,46 @@ def test_a_job_round_trips_with_its_inputs_and_result(tmp_path: Path) -> None:
     j.end(job, journal.DELIVERED)
     assert j.unfinished() == []
     assert not (tmp_path / "jobs" / "a1").exists()  # files go when the job ends
+
+
+async def test_ending_a_job_removes_its_files_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Removing a job's folder waits on the disk (tens of ms on a busy one): never on the loop."""
+    removed_in: list[threading.Thread] = []
+    real_rmtree = shutil.rmtree
+
+    def rmtree(path: Path, **kwargs: object) -> None:
+        removed_in.append(threading.current_thread())
+        real_rmtree(path, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(journal.shutil, "rmtree", rmtree)
+    j = Journal(tmp_path)
+    job = make_job("e1")
+    j.add(job, b"photo-bytes")
+    assert await ending.record(j, job, journal.DELIVERED, result_id=5)
+    assert removed_in and threading.main_thread() not in removed_in
+    assert not (tmp_path / "jobs" / "e1").exists()
+    assert job.state == journal.DELIVERED and j.get("e1").result_id == 5  # type: ignore[union-attr]
+
+
+def test_only_a_job_s_end_checkpoints_the_database(tmp_path: Path) -> None:
+    """A checkpoint fsyncs: the writes the bot makes on its event loop never run one (SQLite's
+    default runs one in whichever commit finds 1000 pages in the WAL); `end` does."""
+    j = Journal(tmp_path)
+    job = make_job("w1")
+    j.add(job, b"p")
+    wal = tmp_path / "stylebot.db-wal"
+    page = j._rows("PRAGMA page_size")[0][0]
+    for status in range(1500):  # each commit appends at least one page to the WAL
+        j.update(job, status_id=status)
+    assert wal.stat().st_size > 1200 * page  # no checkpoint reset it along the way
+    j.end(job, journal.DELIVERED)
+    alone = tmp_path / "copy" / "stylebot.db"  # the database file without its WAL
+    alone.parent.mkdir()
+    shutil.copyfile(tmp_path / "stylebot.db", alone)
+    with contextlib.closing(sqlite3.connect(alone)) as db:
+        assert db.execute("SELECT state FROM jobs WHERE id = 'w1'").fetchall() == [("delivered",)]
 
 
 def test_unfinished_jobs_come_back_in_their_original_order(tmp_path: Path) -> None:
@@ -85,7 +128,7 @@ def test_only_journalled_fields_can_change(tmp_path: Path) -> None:
 WRITER = textwrap.dedent(
     """
     import sys
-    from bot import journal
+    from bot import ending, journal
     from bot.journal import Job, Journal
     from bot.options import Options
 
