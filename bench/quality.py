@@ -182,14 +182,13 @@ def sweep(args: argparse.Namespace) -> None:
 
 
 def table(args: argparse.Namespace) -> None:
-    """Per pair, kind and precision: each label's errors and change against the r1 label."""
+    """Per device, pair, kind and precision: each label's errors and change against r1's."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for path in args.logs:
         for line in Path(path).read_text().splitlines():
             row = json.loads(line)
-            groups[(row["pair"], row["kind"], row["precision"], row["size"], row["label"])].append(
-                row
-            )
+            key = (row["device"], row["pair"], row["kind"], row["precision"], row["size"])
+            groups[(*key, row["label"])].append(row)
     merged = {}
     for key, rows in groups.items():
         merged[key] = {
@@ -198,17 +197,17 @@ def table(args: argparse.Namespace) -> None:
             "wall": min(r["wall"] for r in rows),
             "cpu": min(r["cpu"] for r in rows),
         }
-    print("pair | kind | precision | size | label | wall s | cpu s | content | style | "
+    print("device | pair | kind | precision | size | label | wall s | cpu s | content | style | "
           "Δc+Δs vs r1")  # fmt: skip
     for key in sorted(merged):
-        pair, kind, precision, size, label = key
+        device, pair, kind, precision, size, label = key
         m = merged[key]
-        base = merged.get((pair, kind, precision, size, "r1"))
+        base = merged.get((device, pair, kind, precision, size, "r1"))
         delta = ""
         if base is not None:
             change = (m["content"] / base["content"] - 1) + (m["style"] / base["style"] - 1)
             delta = f"{100 * change:+.1f} %"
-        print(f"{pair} | {kind} | {precision} | {size} | {label} | {m['wall']:.1f} | "
+        print(f"{device} | {pair} | {kind} | {precision} | {size} | {label} | {m['wall']:.1f} | "
               f"{m['cpu']:.1f} | {m['content']:.4f} | {m['style']:.4f} | {delta}")  # fmt: skip
 
 
