@@ -10,6 +10,13 @@ the evaluator is fp32 either way), and the line says which one `auto` picks on t
     .venv/bin/python bench/engine_vs_pastiche.py [--size 384] [--pastiche-steps 300]
         [--quality standard] [--iterations N] [--content samples/chelsea.png]
         [--style starry-night] [--precisions fp32 bf16] [--only pastiche|engine]
+
+`--default-job` times the product instead: pastiche's first 10 steps at 512 px against the
+engine's default job (512 px, `standard`, the product objective through `transfer.stylize`,
+precision `auto` unless --precisions says otherwise), back to back, `--repeat` times, and prints
+the ratios of each round (process CPU time as well as wall time):
+
+    .venv/bin/python bench/engine_vs_pastiche.py --default-job [--repeat 3]
 """
 
 from __future__ import annotations
@@ -113,6 +120,41 @@ def run_engine(args: argparse.Namespace) -> dict:
     }
 
 
+def run_job(args: argparse.Namespace) -> dict:
+    """The engine's default job as the bot runs it: one StyleRequest through stylize()."""
+    from nst_engine.api import StyleRequest, StyleSource
+    from nst_engine.transfer import stylize
+
+    request = StyleRequest(
+        content=Path(args.content).read_bytes(), styles=(StyleSource(name=args.style),),
+        size=args.size, quality=args.quality, precision=args.precision,
+    )  # fmt: skip
+    start, cpu_start = time.perf_counter(), _cpu_seconds()
+    result = stylize(request, device="cpu")
+    wall, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
+    Path(args.out).write_bytes(result.image)
+    return {"optimise": wall, "optimise_cpu": cpu, "steps": result.iterations}
+
+
+def default_job(args: argparse.Namespace, tmp: Path) -> None:
+    """pastiche's 10 steps, then the engine's default job, `repeat` times: ratio per round."""
+    args.size, args.pastiche_steps, args.quality = 512, 10, "standard"
+    precision = args.precisions[0] if args.precisions_given else "auto"
+    walls, cpus = [], []
+    for round_ in range(args.repeat):
+        p = spawn("pastiche", args, tmp / "pastiche.png")
+        e = spawn("job", args, tmp / "job.png", precision)
+        walls.append(e["optimise"] / p["optimise"])
+        cpus.append(e["optimise_cpu"] / p["optimise_cpu"])
+        print(f"round {round_ + 1}: pastiche 10 steps {p['optimise']:.1f} s "
+              f"(CPU {p['optimise_cpu']:.1f} s, with setup {p['wall']:.1f} s); default job "
+              f"({precision}) {e['optimise']:.1f} s (CPU {e['optimise_cpu']:.1f} s, "
+              f"{e['steps']} steps); job/pastiche wall {walls[-1]:.2f}x, CPU {cpus[-1]:.2f}x",
+              flush=True)  # fmt: skip
+    print(f"job/pastiche over {args.repeat} rounds: wall {min(walls):.2f}–{max(walls):.2f}x, "
+          f"CPU {min(cpus):.2f}–{max(cpus):.2f}x")  # fmt: skip
+
+
 def evaluate(output: Path, content_path: str, style_file: str) -> float:
     """pastiche's default loss of `output`, in fp32 on the CPU, at the output's size."""
     import torch
@@ -142,7 +184,8 @@ def evaluate(output: Path, content_path: str, style_file: str) -> float:
 
 
 def child(args: argparse.Namespace) -> None:
-    result = run_pastiche(args) if args.child == "pastiche" else run_engine(args)
+    runners = {"pastiche": run_pastiche, "engine": run_engine, "job": run_job}
+    result = runners[args.child](args)
     print("RESULT " + json.dumps(result), flush=True)
 
 
@@ -151,6 +194,7 @@ def spawn(which: str, args: argparse.Namespace, out: Path, precision: str = "fp3
         sys.executable, __file__, "--child", which, "--out", str(out), "--precision", precision,
         "--content", args.content, "--style-file", args.style_file, "--size", str(args.size),
         "--pastiche-steps", str(args.pastiche_steps), "--quality", args.quality,
+        "--style", args.style,
     ]  # fmt: skip
     if args.iterations is not None:
         cmd += ["--iterations", str(args.iterations)]
@@ -174,11 +218,14 @@ def main() -> None:
     parser.add_argument(
         "--precisions", nargs="+", choices=("fp32", "bf16"), default=["fp32", "bf16"]
     )
+    parser.add_argument("--default-job", action="store_true", help="time the product's job")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of --default-job")
     parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
-    parser.add_argument("--child", choices=("pastiche", "engine"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("pastiche", "engine", "job"), help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--style-file", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.precisions_given = "--precisions" in sys.argv
     if args.child:
         child(args)
         return
@@ -189,6 +236,9 @@ def main() -> None:
         style_file = tmp / "style.png"
         _style_image(args.style).save(style_file)
         args.style_file = str(style_file)
+        if args.default_job:
+            default_job(args, tmp)
+            return
         import torch
 
         from nst_engine.precision import use_bf16

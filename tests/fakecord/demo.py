@@ -58,7 +58,7 @@ async def demo(photo: Path, style: str, out_dir: Path, timeout: float) -> Path:
             _env_file=None,  # type: ignore[call-arg]
             discord_token=fake.token,
             default_size=384,
-            default_quality="draft",  # the preset's own 52 steps
+            default_quality="draft",  # the preset's own 70 steps
             workers=1,
             status_interval=2.0,
             download_hosts=(fake.url,),  # this fakecord's CDN: scheme, host and port
