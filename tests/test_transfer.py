@@ -148,6 +148,9 @@ def test_seed_reproduces_on_cpu(content: bytes) -> None:
 def test_previews_at_scale_boundaries_and_snapshots(content: bytes) -> None:
     events: list[Progress] = []
     snaps: list[tuple[int, tuple[int, int]]] = []
+    width, height = Image.open(io.BytesIO(content)).size
+    scales = plan(width, height, 128, "draft", 4)
+    assert len(scales) == 2 and all(s.steps >= 1 for s in scales)
     stylize(
         StyleRequest(content=content, styles=(STARRY,), size=128, quality="draft", iterations=4),
         device="cpu",
@@ -156,14 +159,17 @@ def test_previews_at_scale_boundaries_and_snapshots(content: bytes) -> None:
         on_snapshot=lambda step, img: snaps.append((step, img.size)),
         snapshot_every=2,
     )
-    assert [(e.scale, e.scales) for e in events] == [(1, 2), (1, 2), (1, 2), (2, 2)]
-    with_preview = [e.step for e in events if e.preview is not None]
-    assert with_preview == [3, 4]  # the end of each scale
+    expected = [(i + 1, 2) for i, s in enumerate(scales) for _ in range(s.steps)]
+    assert [(e.scale, e.scales) for e in events] == expected
+    ends = [scales[0].steps, scales[0].steps + scales[1].steps]
+    assert [e.step for e in events if e.preview is not None] == ends  # the end of each scale
     for e in events:
         if e.preview is not None:
             preview = Image.open(io.BytesIO(e.preview))
             assert preview.format == "JPEG" and max(preview.size) <= 256
-    assert snaps == [(2, (96, 64)), (4, (128, 85))]
+    size_at = [(s.width, s.height) for s in scales for _ in range(s.steps)]
+    assert snaps == [(step, size_at[step - 1]) for step in (2, 4)]
+    assert snaps[-1][1] == (128, 85)
     assert events[-1].eta == 0.0
 
 
