@@ -20,7 +20,7 @@ from bot.app import StyleBot
 from nst_engine import images
 from nst_engine.api import StyleRequest, StyleSource
 from nst_engine.pool import ProcessPoolEngine
-from tests.fakecord import FakeDiscord, Message, User
+from tests.fakecord import Channel, FakeDiscord, Message, User
 from tests.fakecord.spec import Spec
 from tests.test_bot_e2e import next_painting, running_bot
 
@@ -58,6 +58,12 @@ async def answered(discord: FakeDiscord, message: Message) -> Message:
         return next((m for m in discord.replies_to(message) if m.author.bot), None)
 
     return await discord.wait_for(find, WAIT)
+
+
+async def quiet(discord: FakeDiscord, bot: StyleBot, channel: Channel) -> None:
+    """Wait until the channel's budget has room, so a command there gets a status reply of its
+    own (with its Cancel button) rather than a line on the queue board."""
+    await discord.wait_for(lambda: bot.traffic.room(channel.id), WAIT)
 
 
 def shown(messages: list[Message]) -> bool:
@@ -112,12 +118,14 @@ async def scenario(discord: FakeDiscord, bot: StyleBot, engine: ProcessPoolEngin
     )
     try:
         await discord.wait_for(lambda: engine.stats().busy, WAIT)
+        await quiet(discord, bot, discord.channel)
         asked = await discord.post(dave, "!stylize udnie", files=[("c.png", PHOTO)])
         status = await discord.wait_for(
             lambda: next((m for m in discord.replies_to(asked) if cancel_button(m)), None), WAIT
         )
         cancel = await discord.click(dave, status, cancel_button(status) or "")
         await discord.wait_for(lambda: cancel.responded, WAIT)
+        await quiet(discord, bot, art)
         waiting = await discord.post(erin, "!stylize udnie", files=[("c.png", PHOTO)], channel=art)
         status = await answered(discord, waiting)
         edits = len(status.revisions)
