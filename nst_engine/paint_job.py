@@ -102,9 +102,7 @@ def publish(
     tracker.step += 1
     tracker.work_done += work(scale)
     last_here = local_step == scale.steps - 1
-    snapshot = (
-        job.on_snapshot is not None and snapshot_every and tracker.step % snapshot_every == 0
-    )
+    snapshot = job.on_snapshot is not None and snapshot_every and tracker.step % snapshot_every == 0
     # a timelapse frame (the result itself is added as the last one at the end)
     frame = (
         job.frames is not None

@@ -50,9 +50,7 @@ def _torch_says_native_bf16() -> bool:
     return any(probe() for probe in probes)
 
 
-def cpu_has_native_bf16(
-    flags: Iterable[str] | None = None, capability: str | None = None
-) -> bool:
+def cpu_has_native_bf16(flags: Iterable[str] | None = None, capability: str | None = None) -> bool:
     """Whether this CPU (or the given `flags` and ATen `capability`) has native bf16.
 
     `flags` default to /proc/cpuinfo's; `capability` to torch.backends.cpu.get_cpu_capability().
@@ -83,9 +81,7 @@ def setting(requested: str | None = None) -> str:
         return value
     value = (os.environ.get(ENV_VAR, "") or "auto").strip().lower()
     if value not in PRECISIONS:
-        raise EngineError(
-            f"{ENV_VAR} is '{value}'; it must be one of: {', '.join(PRECISIONS)}."
-        )
+        raise EngineError(f"{ENV_VAR} is '{value}'; it must be one of: {', '.join(PRECISIONS)}.")
     return value
 
 

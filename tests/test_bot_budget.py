@@ -60,9 +60,7 @@ async def test_a_burst_of_every_command_keeps_to_the_channels_budget(
             "!stylize udnie strength=99",
         ]
         await bot.wait_until_ready()
-        posted = [
-            await fake.post(users[i % len(users)], text) for i, text in enumerate(commands)
-        ]
+        posted = [await fake.post(users[i % len(users)], text) for i, text in enumerate(commands)]
         jobs = [
             await fake.post(user, f"!stylize udnie seed={i}", files=[("p.png", PHOTO)])
             for i, user in enumerate(users[:3])

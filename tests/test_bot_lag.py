@@ -55,8 +55,7 @@ async def test_slow_callbacks_are_logged_when_asked(caplog: pytest.LogCaptureFix
         with caplog.at_level(logging.WARNING, logger="asyncio"):
             await asyncio.create_task(blocks(), name="a-blocking-step")
         assert any(
-            "a-blocking-step" in r.getMessage() and "took" in r.getMessage()
-            for r in caplog.records
+            "a-blocking-step" in r.getMessage() and "took" in r.getMessage() for r in caplog.records
         )
     finally:
         await monitor.stop()

@@ -594,9 +594,10 @@ async def test_message_and_user_commands_and_string_selects_as_discord_sends_the
             assert avatar.original.content == f"bob {len(face)}"
             assert fake.avatar_fetches == {bob.id: 1}
             resolved = avatar.payload["data"]["resolved"]
-            assert set(resolved) == {"users", "members"} and "user" not in resolved["members"][
-                str(bob.id)
-            ]
+            assert (
+                set(resolved) == {"users", "members"}
+                and "user" not in resolved["members"][str(bob.id)]
+            )
             assert avatar.original.interaction_metadata["target_user"]["id"] == str(bob.id)
             with pytest.raises(LookupError):
                 await fake.slash(alice, "Stylize")  # a message command is not a slash command

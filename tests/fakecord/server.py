@@ -78,9 +78,7 @@ class Budget:
         """A Budget as is; a bare (requests, window) applies to every bucket, without global."""
         if isinstance(value, Budget):
             return value
-        return cls(
-            messages=value, webhooks=value, routes=value, global_limit=None, reactions=value
-        )
+        return cls(messages=value, webhooks=value, routes=value, global_limit=None, reactions=value)
 
 
 DISCORD = Budget()
