@@ -63,7 +63,8 @@ def table(summary: dict) -> str:
         memory = f", peak allocated {peak} MiB over the models" if peak is not None else ""
         rows.append((
             f"default job {d['size']} px {d['precision']}", f"{d['wall_s']} s",
-            f"{d['pixels']}, {d['steps']} steps, scales {d['scales_s']} s; evaluator loss "
+            f"{d['pixels']}, {d['steps']} steps, scales {d['scales_s']} s, first run at this "
+            f"shape {d.get('first_wall_s')} s; evaluator loss "
             f"{ev['loss']} (content {ev['content']}, style {ev['style']}){memory}",
         ))  # fmt: skip
     for b in summary["batch"]:
